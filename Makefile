@@ -1,0 +1,43 @@
+# leuk-lightning tasks. Everything runs inside the virtual environment $(VENV) (created by `install`).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXPERIMENT ?= histotnet_resnet18_l2
+PYTEST_ARGS ?= -n 2
+
+.PHONY: install test test-fast lint format demo sweep report bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+install: $(PY) ## create .venv and install the project with its dev tools
+	$(PY) -m pip install -e ".[dev]"
+
+test: ## run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: ## skip the end-to-end tests marked slow
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
+
+lint: ## ruff lint + format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format:
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+demo: ## the main job on generated demo data (CPU, a few minutes)
+	$(PY) -m leuk_lightning +experiment=$(EXPERIMENT) debug=demo
+
+sweep: ## label levels x backbones on the demo data
+	$(PY) -m leuk_lightning -m +experiment=$(EXPERIMENT) debug=demo data.label_level=1,2,3 model=resnet18,vgg16
+
+report: ## aggregate the newest multirun into a results table
+	$(PY) -m leuk_lightning.report $$(ls -dt logs/*/multiruns/* | head -n 1)
+
+bench: ## speed benchmarks (ratios measured in one run)
+	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,1 @@
+"""Metrics, result tables, interpretability and calibration."""

@@ -1,0 +1,5 @@
+"""Models: timm backbones with local pretrained weights, classifier heads, two-head networks."""
+
+from leuk_lightning.models.factory import create_backbone, create_classifier, load_backbone_weights
+
+__all__ = ["create_backbone", "create_classifier", "load_backbone_weights"]

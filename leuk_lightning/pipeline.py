@@ -1,0 +1,130 @@
+"""Multi-stage experiments: a pre-training stage (e.g. HistoCNN on ADP) whose best checkpoint
+initialises the main run (HistoTNet on ALL-IDB2, sequential transfer to C-NMC).
+
+A stage's result is cached under ``paths.stage_cache_dir/<name>-<hash>/`` where the hash covers
+every setting that determines the stage's weights (its data, model, regime, trainer limits and
+seed). Later runs that need the same stage reuse it instead of retraining, which is what makes a
+20-run cross-validation protocol or a sweep over target settings affordable. A file lock lets
+parallel sweep jobs wait for one another instead of training the same stage twice; an
+interrupted stage resumes from its ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from leuk_lightning.errors import ConfigError
+from leuk_lightning.utils.config import config_hash
+from leuk_lightning.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+# trainer settings that change the weights a stage produces (others, e.g. devices, do not)
+_TRAINER_KEYS = (
+    "max_epochs",
+    "max_steps",
+    "precision",
+    "fast_dev_run",
+    "limit_train_batches",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "deterministic",
+)
+# data settings that only change speed
+_DATA_SPEED_KEYS = ("num_workers", "pin_memory", "eval_batch_size", "output_dir", "stats_cache_dir")
+
+
+def stage_config(cfg: DictConfig, key: str) -> DictConfig:
+    """The full run config of stage ``cfg[key]``: top-level config with the stage's parts."""
+    stage = OmegaConf.to_container(cfg[key], resolve=True)
+    if not stage.get("data") or not stage.get("regime"):
+        raise ConfigError(f"{key}: a pipeline stage needs 'data' and 'regime' configs")
+    resolved = OmegaConf.to_container(cfg, resolve=False)
+    resolved.pop(key)
+    resolved.pop("hydra", None)
+    # keep interpolations of the top level (paths, seed, hydra) but swap in the stage's parts
+    stage_cfg = OmegaConf.create(resolved)
+    with open_dict(stage_cfg):
+        stage_cfg.data = stage["data"]
+        stage_cfg.regime = stage["regime"]
+        stage_cfg.model = OmegaConf.merge(
+            OmegaConf.to_container(cfg.model, resolve=True), stage.get("model") or {}
+        )
+        stage_cfg.model.init_from = None
+        stage_cfg.trainer = OmegaConf.merge(
+            OmegaConf.to_container(cfg.trainer, resolve=True), stage.get("trainer") or {}
+        )
+        stage_cfg.paths = OmegaConf.to_container(cfg.paths, resolve=True)
+        stage_cfg.task_name = f"{cfg.task_name}_{stage.get('name', key)}"
+        stage_cfg.optimized_metric = f"{stage['regime'].get('monitor', 'val/acc')}_best"
+        stage_cfg.test = False
+        stage_cfg.train = True
+        stage_cfg.pretrain = {"enabled": False}
+        stage_cfg.paper = None
+        stage_cfg.demo_data = False
+    return stage_cfg
+
+
+def stage_fingerprint(stage_cfg: DictConfig) -> dict[str, Any]:
+    """The settings that determine a stage's weights (the cache key)."""
+    data = OmegaConf.to_container(stage_cfg.data, resolve=True)
+    for k in _DATA_SPEED_KEYS:
+        data.pop(k, None)
+    trainer = OmegaConf.to_container(stage_cfg.trainer, resolve=True)
+    return {
+        "data": data,
+        "model": OmegaConf.to_container(stage_cfg.model, resolve=True),
+        "regime": OmegaConf.to_container(stage_cfg.regime, resolve=True),
+        "trainer": {k: trainer.get(k) for k in _TRAINER_KEYS},
+        "seed": int(stage_cfg.seed),
+    }
+
+
+def run_stage(cfg: DictConfig, key: str) -> str:
+    """Return the best checkpoint of stage ``cfg[key]``, training it only if not cached."""
+    from leuk_lightning.run import run
+
+    stage_cfg = stage_config(cfg, key)
+    fingerprint = stage_fingerprint(stage_cfg)
+    name = cfg[key].get("name", key)
+    digest = config_hash(fingerprint)
+    stage_dir = Path(cfg.paths.stage_cache_dir) / f"{name}-{digest}"
+    done = stage_dir / "stage.json"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(stage_dir) + ".lock"):
+        if done.is_file():
+            log.info("Stage '%s' found in cache (%s): reusing it, not retraining", name, stage_dir)
+            return str(stage_dir / "best.ckpt")
+        log.info("Stage '%s' not cached (hash %s): training it in %s", name, digest, stage_dir)
+        run_dir = stage_dir / "run"
+        with open_dict(stage_cfg):
+            stage_cfg.paths.output_dir = str(run_dir)
+            last = run_dir / "checkpoints" / "last.ckpt"
+            stage_cfg.ckpt_path = str(last) if last.is_file() else None
+        if stage_cfg.ckpt_path:
+            log.info("Resuming interrupted stage '%s' from %s", name, stage_cfg.ckpt_path)
+        metrics = run(stage_cfg)
+        best = metrics.get("best_checkpoint") or str(run_dir / "checkpoints" / "last.ckpt")
+        if not Path(best).is_file():
+            raise ConfigError(
+                f"stage '{name}' produced no checkpoint; keep the model_checkpoint callback enabled"
+            )
+        tmp = stage_dir / ".best.ckpt.tmp"
+        shutil.copyfile(best, tmp)
+        tmp.replace(stage_dir / "best.ckpt")
+        atomic_write_json(
+            done,
+            {
+                "name": name,
+                "hash": digest,
+                "fingerprint": fingerprint,
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+            },
+        )
+    return str(stage_dir / "best.ckpt")

@@ -1,0 +1,165 @@
+"""Supervised classification regime (HistoCNN on ADP, HistoTNet and ImageNet baselines).
+
+Single-label data trains with softmax + cross-entropy; multi-label data (ADP) with sigmoid + BCE
+where class i is weighted by w[i] = N / n_i (N training samples, n_i positives of class i in the
+training split; classes without positives get weight 0 and are excluded from per-class metrics).
+The network is injected (``net``); optimizer and scheduler are partial ``_target_`` configs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MetricCollection, MinMetric
+
+from leuk_lightning.evaluation import metrics as M
+
+log = logging.getLogger(__name__)
+
+
+class ClassifierModule(LightningModule):
+    """Train/evaluate one classifier network on one dataset."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        num_classes: int = 2,
+        multilabel: bool = False,
+        class_weights: Tensor | Sequence[float] | None = None,
+        class_names: Sequence[str] | None = None,
+        class_weighted_loss: bool | None = None,
+        monitor: str = "val/acc",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "class_weights"], logger=False)
+        self.net = net
+        self.num_classes = num_classes
+        self.multilabel = multilabel
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        weights = (
+            torch.ones(num_classes) if class_weights is None else torch.as_tensor(class_weights)
+        )
+        use_weights = multilabel if class_weighted_loss is None else class_weighted_loss
+        self.register_buffer("loss_weights", weights.float() if use_weights else None)
+        valid = weights > 0 if multilabel else None
+        self.train_metrics = self._metrics("train/", valid)
+        self.val_metrics = self._metrics("val/", valid)
+        self.test_metrics = self._metrics("test/", valid)
+        self.test_confusion = M.confusion_matrix_metric(num_classes, multilabel)
+        self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        self.test_results: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- helpers
+    def _metrics(self, prefix: str, valid: Tensor | None) -> MetricCollection:
+        if self.multilabel:
+            return M.multilabel_metrics(self.num_classes, valid).clone(prefix=prefix)
+        if self.num_classes == 2:
+            return M.binary_metrics().clone(prefix=prefix)
+        return M.multiclass_metrics(self.num_classes).clone(prefix=prefix)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Weighted BCE (multi-label) or cross-entropy (single-label)."""
+        if self.multilabel:
+            per_elem = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
+            if self.loss_weights is not None:
+                per_elem = per_elem * self.loss_weights
+            return per_elem.mean()
+        return F.cross_entropy(logits, target.long(), weight=self.loss_weights)
+
+    def scores(self, logits: Tensor) -> Tensor:
+        """What the metrics see: sigmoid per label, P(class 1) for binary, softmax otherwise."""
+        if self.multilabel:
+            return logits.sigmoid()
+        probs = logits.softmax(dim=-1)
+        return probs[:, 1] if self.num_classes == 2 else probs
+
+    def _step(self, batch: dict[str, Tensor], metrics: MetricCollection, stage: str) -> Tensor:
+        logits = self(batch["image"])
+        target = batch["label"]
+        loss = self.loss(logits, target)
+        scores = self.scores(logits.detach())
+        metric_target = target.long() if not self.multilabel else target.int()
+        metrics.update(scores, metric_target)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=target.shape[0],
+            sync_dist=stage != "train",
+        )
+        return loss, scores, metric_target
+
+    # --------------------------------------------------------------- lightning
+    def on_train_start(self) -> None:
+        self.val_best.reset()
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, _, _ = self._step(batch, self.train_metrics, "train")
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.train_metrics.compute(), sync_dist=True)
+        self.train_metrics.reset()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log_dict(values, prog_bar=True, sync_dist=True)
+        monitored = values.get(self.hparams.monitor)
+        if monitored is not None and not self.trainer.sanity_checking:
+            self.val_best(monitored)
+            self.log(
+                f"{self.hparams.monitor}_best",
+                self.val_best.compute(),
+                prog_bar=True,
+                sync_dist=True,
+            )
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        _, scores, target = self._step(batch, self.test_metrics, "test")
+        if self.test_confusion is not None:
+            preds = (scores >= 0.5).long() if self.num_classes == 2 else scores.argmax(-1)
+            self.test_confusion.update(preds, target)
+
+    def on_test_epoch_end(self) -> None:
+        values = self.test_metrics.compute()
+        self.test_metrics.reset()
+        self.log_dict(values, sync_dist=True)
+        self.test_results = {k: float(v) for k, v in values.items()}
+        if self.test_confusion is not None:
+            cm = self.test_confusion.compute().cpu()
+            self.test_confusion.reset()
+            self.test_results["confusion_matrix"] = cm.tolist()
+            self.test_results["class_names"] = self.class_names
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.hparams.optimizer(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": "epoch",
+                "frequency": 1,
+                "monitor": self.hparams.monitor,
+            },
+        }

@@ -1,0 +1,172 @@
+"""One training run: instantiate datamodule, network, regime, trainer, loggers and callbacks from
+the config; fit; test the best checkpoint; write ``results.json`` (atomically) in the run dir."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from leuk_lightning.errors import ConfigError
+from leuk_lightning.utils.config import apply_debug_last, resolved_dict
+from leuk_lightning.utils.io import AtomicCheckpointIO, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group dict (callbacks, loggers)."""
+    objects: list[Any] = []
+    for _, conf in (cfg or {}).items():
+        if isinstance(conf, DictConfig) and "_target_" in conf:
+            objects.append(hydra.utils.instantiate(conf))
+    return objects
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
+    """``last`` means this run directory's ``checkpoints/last.ckpt`` (resume after a crash)."""
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "last":
+        last = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            log.warning("ckpt_path=last but %s does not exist: starting from scratch", last)
+            return None
+        return str(last)
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: checkpoint file not found")
+    return ckpt_path
+
+
+def apply_extras(cfg: DictConfig) -> None:
+    """Global settings that are not objects: warnings, matmul precision, config printing."""
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        warnings.filterwarnings("ignore")
+    if extras.get("matmul_precision"):
+        torch.set_float32_matmul_precision(extras.matmul_precision)
+    if extras.get("print_config"):
+        from leuk_lightning.utils.printing import print_config_tree
+
+        print_config_tree(cfg)
+
+
+def build(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate everything of one run; returns a dict of the objects (used by tests too)."""
+    output_dir = str(cfg.paths.output_dir)
+    datamodule = hydra.utils.instantiate(
+        cfg.data,
+        output_dir=output_dir,
+        **(
+            {"stats_cache_dir": str(Path(cfg.paths.cache_dir) / "stats")}
+            if "stats_cache_dir" not in cfg.data
+            else {}
+        ),
+    )
+    datamodule.prepare_data()
+    model_kwargs = datamodule.model_kwargs()
+    net = hydra.utils.instantiate(cfg.model, **model_kwargs)
+    module = hydra.utils.instantiate(cfg.regime, net=net, **datamodule.regime_kwargs())
+    callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
+    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+    return {
+        "datamodule": datamodule,
+        "net": net,
+        "module": module,
+        "trainer": trainer,
+        "callbacks": callbacks,
+        "loggers": loggers,
+    }
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and test one configuration; returns the metrics (and writes them to results.json)."""
+    L.seed_everything(cfg.seed, workers=True)
+    apply_extras(cfg)
+    objects = build(cfg)
+    trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
+    for logger in objects["loggers"]:
+        logger.log_hyperparams(resolved_dict(cfg))
+
+    metrics: dict[str, Any] = {}
+    if cfg.get("train", True):
+        ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    best = best_checkpoint(trainer)
+    if cfg.get("test", True):
+        ckpt = (
+            best
+            if cfg.get("train", True)
+            else resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+        )
+        if ckpt is None and not cfg.get("train", True):
+            raise ConfigError("train=false and test=true need ckpt_path=<checkpoint to test>")
+        log.info("Testing checkpoint: %s", ckpt or "current weights")
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        metrics.update(getattr(module, "test_results", {}) or {})
+    metrics["best_checkpoint"] = best
+    if trainer.is_global_zero:
+        write_results(cfg, metrics, objects["loggers"])
+    return metrics
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """Path of the best checkpoint kept by the ModelCheckpoint callback, if any."""
+    cb = trainer.checkpoint_callback
+    if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
+        return cb.best_model_path
+    return None
+
+
+def write_results(cfg: DictConfig, metrics: dict[str, Any], loggers: list[Logger]) -> None:
+    """results.json (+ confusion matrix text/PNG) in the run dir; a console summary."""
+    from leuk_lightning.utils.printing import print_results, save_confusion_matrix
+
+    out = Path(cfg.paths.output_dir)
+    record = {
+        "task_name": cfg.task_name,
+        "tags": list(cfg.get("tags") or []),
+        "seed": int(cfg.seed),
+        "metrics": metrics,
+        "paper": OmegaConf.to_container(cfg.paper, resolve=True) if cfg.get("paper") else None,
+    }
+    atomic_write_json(out / "results.json", record)
+    cm = metrics.get("confusion_matrix")
+    if cm is not None:
+        names = metrics.get("class_names") or [str(i) for i in range(len(cm))]
+        text = save_confusion_matrix(torch.tensor(cm), names, out / "confusion_matrix.png")
+        atomic_write_text(out / "confusion_matrix.txt", text + "\n")
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("test/confusion_matrix", [str(out / "confusion_matrix.png")])
+    print_results(metrics, title=f"{cfg.task_name}: test results")
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    """Run the enabled pre-training stage (cached), then the main run initialised from it."""
+    apply_debug_last(cfg)
+    if cfg.get("demo_data"):
+        from leuk_lightning.data.synthetic import ensure_demo_data
+
+        ensure_demo_data(Path(cfg.paths.data_dir))
+    stage = cfg.get("pretrain")
+    if stage is not None and stage.get("enabled", False):
+        from leuk_lightning.pipeline import run_stage
+
+        checkpoint = run_stage(cfg, "pretrain")
+        with open_dict(cfg):
+            cfg.model.init_from = checkpoint
+    return run(cfg)

@@ -1,0 +1,1 @@
+"""Small shared utilities: config location, resolvers, atomic files, logging helpers."""
