@@ -470,6 +470,10 @@ def test_cnmc_layouts(tmp_path: Path, layout: str, nested: bool) -> None:
                 assert Path(path).parent.parent.name == Path(path).parent.parent.parent.name
     prelim = CnmcDataset(base, split="prelim_test")
     assert len(prelim) == 6 and set(prelim.folds) == {-1}
+    prelim_dir = Path(prelim.paths[0]).parent  # root = the prelim folder, CSV maybe beside it
+    assert CnmcDataset(prelim_dir, split="prelim_test").paths == prelim.paths
+    one_fold = next(Path(p).parent.parent for p, f in zip(ds.paths, ds.folds) if f == 1)
+    assert one_fold.name == "fold_1" and set(CnmcDataset(one_fold).folds) == {1}
     final = CnmcDataset(base, split="final_test")
     assert len(final) == 3 and final.labels.tolist() == [-1, -1, -1] and final.subjects == [""] * 3
     assert final[0]["subject"] == "" and int(final[0]["label"]) == -1

@@ -132,11 +132,19 @@ class ClassifierModule(LightningModule):
                 sync_dist=True,
             )
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        """Returns the batch's scores and targets so callbacks (calibration, subject-level
+        metrics, prediction tables) can collect them in ``on_test_batch_end``."""
         _, scores, target = self._step(batch, self.test_metrics, "test")
         if self.test_confusion is not None:
             preds = (scores >= 0.5).long() if self.num_classes == 2 else scores.argmax(-1)
             self.test_confusion.update(preds, target)
+        return {
+            "scores": scores,
+            "target": target,
+            "path": batch.get("path"),
+            "subject": batch.get("subject"),
+        }
 
     def on_test_epoch_end(self) -> None:
         values = self.test_metrics.compute()
