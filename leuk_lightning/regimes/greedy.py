@@ -92,6 +92,24 @@ class GreedyMultiSourceModule(MultiSourceModule):
             value = self.trainer.strategy.reduce(value.clone(), reduce_op="mean")
         return float(value)
 
+    @torch.no_grad()
+    def _sync_buffers(self) -> None:
+        """Average the floating-point buffers (BN running statistics) over DDP ranks.
+
+        The BN pass and target forwards run inside one training step, after DDP's own buffer
+        broadcast, so without this the replicas' statistics would differ until the next step.
+        """
+        if self.trainer is None or self.trainer.world_size <= 1:
+            return
+        buffers = [b for b in self.net.buffers() if b.is_floating_point()]
+        if buffers:
+            flat = torch.cat([b.reshape(-1) for b in buffers])
+            flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+            parts = flat.split([b.numel() for b in buffers])
+            torch._foreach_copy_(
+                buffers, [p.view_as(b) for p, b in zip(parts, buffers, strict=True)]
+            )
+
     def _optimizer_step(self, loss: Tensor, head_scale: dict[str, float] | None) -> None:
         opt = self.optimizers()
         opt.zero_grad()
@@ -141,6 +159,7 @@ class GreedyMultiSourceModule(MultiSourceModule):
             self._optimizer_step(loss_t, None)
             used = self._global(loss_t)
 
+        self._sync_buffers()
         state = self.greedy_state
         if self.reference == "best_so_far":
             state["reference_loss"] = min(float(state["reference_loss"]), used)

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 
 from leuk_lightning.errors import ConfigError
@@ -136,6 +137,18 @@ class MultiSourceModule(ClassifierModule):
         if epoch < self.hparams.warmup_source_epochs + self.hparams.warmup_target_epochs:
             return "warmup_target"
         return "joint"
+
+    def setup(self, stage: str) -> None:
+        """Under DDP each head is unused in some backward passes (warm-up, greedy steps)."""
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get(
+            "find_unused_parameters", False
+        ):
+            raise ConfigError(
+                f"{type(self).__name__} under DDP needs unused-parameter detection (one head "
+                "gets no gradient in warm-up epochs and greedy steps): set "
+                "trainer.strategy=ddp_find_unused_parameters_true"
+            )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # warm-up: the frozen backbone runs in eval mode so its BN statistics stay put too
