@@ -88,7 +88,7 @@ class GreedyMultiSourceModule(MultiSourceModule):
     def _global(self, value: Tensor) -> float:
         """The loss averaged over DDP ranks (identical on every rank), as a float."""
         value = value.detach()
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if self._trainer is not None and self._trainer.world_size > 1:
             value = self.trainer.strategy.reduce(value.clone(), reduce_op="mean")
         return float(value)
 
@@ -99,7 +99,7 @@ class GreedyMultiSourceModule(MultiSourceModule):
         The BN pass and target forwards run inside one training step, after DDP's own buffer
         broadcast, so without this the replicas' statistics would differ until the next step.
         """
-        if self.trainer is None or self.trainer.world_size <= 1:
+        if self._trainer is None or self._trainer.world_size <= 1:
             return
         buffers = [b for b in self.net.buffers() if b.is_floating_point()]
         if buffers:
