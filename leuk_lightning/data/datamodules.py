@@ -258,3 +258,6 @@ class ClassificationDataModule(LightningDataModule):
                 batch["image"], train=training
             )
         return batch
+
+
+from leuk_lightning.data.crossdomain import CrossDomainDataModule  # noqa: E402, F401

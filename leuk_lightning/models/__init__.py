@@ -1,5 +1,12 @@
 """Models: timm backbones with local pretrained weights, classifier heads, two-head networks."""
 
 from leuk_lightning.models.factory import create_backbone, create_classifier, load_backbone_weights
+from leuk_lightning.models.multitask import MultiTaskNet, create_multitask_net
 
-__all__ = ["create_backbone", "create_classifier", "load_backbone_weights"]
+__all__ = [
+    "MultiTaskNet",
+    "create_backbone",
+    "create_classifier",
+    "create_multitask_net",
+    "load_backbone_weights",
+]
