@@ -190,6 +190,30 @@ def test_challenge_protocol_trains_on_folds_and_validates_on_prelim(tmp_path, de
     assert not subjects["train"] & subjects["val"] and not subjects["train"] & subjects["test"]
 
 
+def test_separate_test_dataset_with_a_drawn_train_val_split(tmp_path, demo_data):
+    from leuk_lightning.data.datamodules import ClassificationDataModule
+    from leuk_lightning.data.datasets import CnmcDataset
+
+    root = demo_data / "demo" / "C-NMC_Leukemia"
+    dm = ClassificationDataModule(
+        dataset=functools.partial(CnmcDataset, root=root, split="train"),
+        test_dataset=functools.partial(CnmcDataset, root=root, split="prelim_test"),
+        image_size=32,
+        split={"fractions": [0.75, 0.25], "seed": 3, "group_by": "subject"},
+        output_dir=str(tmp_path),
+    )
+    dm.setup()
+    train, val = (set(dm.subsets[k].indices) for k in ("train", "val"))
+    assert not train & val and len(train) + len(val) == 120
+    assert len(dm.subsets["test"]) == 30 and dm.subsets["test"].dataset.split == "prelim_test"
+    with pytest.raises(ConfigError, match="two fractions"):
+        ClassificationDataModule(
+            dataset=functools.partial(CnmcDataset, root=root, split="train"),
+            test_dataset=functools.partial(CnmcDataset, root=root, split="prelim_test"),
+            split={"fractions": [0.6, 0.2, 0.2], "seed": 0},
+        ).setup()
+
+
 def test_center_crop_fraction_is_the_papers_300_of_450():
     aug = BatchAugment(
         hflip=0.5, vflip=0.5, rotation=360, translate=0.2, center_crop_fraction=2 / 3
