@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lightning import LightningDataModule
 from omegaconf import OmegaConf
@@ -51,8 +52,12 @@ def build_batch_transform(
     """Batch pipeline from the ``augment`` config (keys of ``BatchAugment``)."""
     augment = dict(augment or {})
     eval_crop = augment.get("center_crop")
+    eval_crop_fraction = augment.get("center_crop_fraction")
     return BatchTransform(
-        Normalize(mean, std), BatchAugment(**augment) if augment else None, eval_crop
+        Normalize(mean, std),
+        BatchAugment(**augment) if augment else None,
+        eval_crop,
+        eval_crop_fraction,
     )
 
 
@@ -94,6 +99,12 @@ class ClassificationDataModule(LightningDataModule):
         augment: ``BatchAugment`` settings applied to training batches on the device.
         output_dir: where ``split.json`` is written (the run directory).
         stats_cache_dir: where per-split mean/std are cached.
+        val_dataset: optional partial of a separate validation dataset (e.g. the C-NMC
+            preliminary test set). When it is given, ``dataset`` is used whole for training
+            (no split is drawn) and the test subset is ``test_dataset`` or, without one, the
+            validation dataset.
+        test_dataset: optional partial of a separate test dataset; without ``val_dataset`` the
+            split ``fractions`` (train/val) divide ``dataset``.
     """
 
     def __init__(
@@ -111,6 +122,8 @@ class ClassificationDataModule(LightningDataModule):
         output_dir: str | None = None,
         stats_cache_dir: str | None = None,
         pin_memory: bool | None = None,
+        val_dataset: Callable[..., Dataset] | None = None,
+        test_dataset: Callable[..., Dataset] | None = None,
     ) -> None:
         super().__init__()
         if normalization not in {"train", "imagenet"}:
@@ -130,6 +143,11 @@ class ClassificationDataModule(LightningDataModule):
         self.output_dir = output_dir
         self.stats_cache_dir = stats_cache_dir
         self.pin_memory = pin_memory
+        self.external_factories = {
+            name: factory
+            for name, factory in (("val", val_dataset), ("test", test_dataset))
+            if factory is not None
+        }
         self.dataset: Any = None
         self.subsets: dict[str, Subset] = {}
         self.batch_transform: BatchTransform | None = None
@@ -139,8 +157,13 @@ class ClassificationDataModule(LightningDataModule):
         if self.dataset is not None:
             return
         self.dataset = self.dataset_factory(image_size=self.image_size)
-        indices = self._split_indices()
-        self.subsets = {name: Subset(self.dataset, idx.tolist()) for name, idx in indices.items()}
+        if self.external_factories:
+            indices = self._external_subsets()
+        else:
+            indices = self._split_indices()
+            self.subsets = {
+                name: Subset(self.dataset, idx.tolist()) for name, idx in indices.items()
+            }
         self.split_indices = indices
         mean, std = self._normalization_stats(indices["train"])
         self.mean, self.std = mean, std
@@ -186,6 +209,58 @@ class ClassificationDataModule(LightningDataModule):
             )
         return indices
 
+    def _external_subsets(self) -> dict[str, Any]:
+        """Subsets when validation and/or test data come from their own datasets."""
+        external = {
+            name: factory(image_size=self.image_size)
+            for name, factory in self.external_factories.items()
+        }
+        if "val" in external:
+            indices: dict[str, Any] = {"train": np.arange(len(self.dataset))}
+        else:  # only a separate test set: train/val from the split fractions
+            fractions = list(self.split_cfg.get("fractions", [0.8, 0.2]))
+            if len(fractions) != 2:
+                raise ConfigError(
+                    f"data.split.fractions={fractions}: with data.test_dataset set and no "
+                    "data.val_dataset, give two fractions (train, val)"
+                )
+            group_by = self.split_cfg.get("group_by")
+            indices = S.holdout_split(
+                self.dataset.labels,
+                fractions,
+                seed=int(self.split_cfg.get("seed", 0)),
+                groups=getattr(self.dataset, f"{group_by}s") if group_by else None,
+                names=("train", "val"),
+            )
+        self.subsets = {name: Subset(self.dataset, idx.tolist()) for name, idx in indices.items()}
+        for name, ds in external.items():
+            if list(ds.classes) != list(self.dataset.classes):
+                raise ConfigError(
+                    f"data.{name}_dataset has classes {ds.classes} but data.dataset has "
+                    f"{self.dataset.classes}; both must describe the same task"
+                )
+            self.subsets[name] = Subset(ds, list(range(len(ds))))
+        if "test" not in self.subsets:
+            self.subsets["test"] = self.subsets["val"]
+        if self.output_dir:  # one file list over all datasets, as split.json stores it
+            paths: list[str] = []
+            saved: dict[str, Any] = {}
+            for name, subset in self.subsets.items():
+                ds = subset.dataset
+                saved[name] = np.arange(len(subset)) + len(paths)
+                paths += [ds.paths[i] for i in subset.indices]
+            S.save_split(
+                Path(self.output_dir) / "split.json",
+                saved,
+                paths,
+                meta={
+                    "split": self.split_cfg,
+                    "dataset": type(self.dataset).__name__,
+                    "external": sorted(external),
+                },
+            )
+        return indices
+
     def _normalization_stats(self, train_idx: Any) -> tuple[list[float], list[float]]:
         if self.normalization == "imagenet":
             return list(stats.IMAGENET_MEAN), list(stats.IMAGENET_STD)
@@ -204,6 +279,23 @@ class ClassificationDataModule(LightningDataModule):
                 ", ".join(empty),
             )
         self.class_weights = weights
+
+    # ----------------------------------------------------- checkpointed state
+    def state_dict(self) -> dict[str, Any]:
+        """Evaluation preprocessing, stored in every checkpoint (used by predict/export)."""
+        if self.batch_transform is None:
+            return {}
+        return {
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "image_size": self.image_size,
+            "center_crop": self.augment_cfg.get("center_crop"),
+            "center_crop_fraction": self.augment_cfg.get("center_crop_fraction"),
+            "classes": list(self.dataset.classes),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore: the statistics are recomputed from the data in ``setup``."""
 
     # ------------------------------------------------------- what others need
     @property

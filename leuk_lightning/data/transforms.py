@@ -43,6 +43,8 @@ class BatchAugment(nn.Module):
         translate: maximum shift as a fraction of the image size, per axis.
         center_crop: crop this many pixels (square) from the centre after the geometric
             transform, the crop of Prellberg & Kramer (300 of 450 px); ``None`` keeps the size.
+        center_crop_fraction: crop ``round(fraction * side)`` pixels instead (2/3 is the
+            paper's 300 of 450 at any image size, e.g. 43 of 64 px in the demo).
         fill: value of pixels that come from outside the image (0: black, as C-NMC crops).
     """
 
@@ -55,8 +57,12 @@ class BatchAugment(nn.Module):
         translate: float = 0.0,
         center_crop: int | None = None,
         fill: float = 0.0,
+        center_crop_fraction: float | None = None,
     ) -> None:
         super().__init__()
+        if center_crop is not None and center_crop_fraction is not None:
+            raise ValueError("give center_crop or center_crop_fraction, not both")
+        self.center_crop_fraction = center_crop_fraction
         self.hflip, self.vflip = hflip, vflip
         self.rotation, self.right_angles = rotation, right_angles
         self.translate, self.center_crop, self.fill = translate, center_crop, fill
@@ -106,7 +112,16 @@ class BatchAugment(nn.Module):
                 )
         if self.center_crop is not None:
             x = center_crop(x, self.center_crop)
+        elif self.center_crop_fraction is not None:
+            x = center_crop(x, crop_size(x, self.center_crop_fraction))
         return x
+
+
+def crop_size(images: Tensor, fraction: float) -> int:
+    """Side of a centre crop of ``fraction`` of the shorter image side (at least 1 px)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"center_crop_fraction={fraction} must lie in (0, 1]")
+    return max(1, round(fraction * min(images.shape[-2:])))
 
 
 def center_crop(images: Tensor, size: int) -> Tensor:
@@ -126,11 +141,13 @@ class BatchTransform(nn.Module):
         normalize: Normalize,
         augment: BatchAugment | None = None,
         eval_center_crop: int | None = None,
+        eval_center_crop_fraction: float | None = None,
     ) -> None:
         super().__init__()
         self.normalize = normalize
         self.augment = augment
         self.eval_center_crop = eval_center_crop
+        self.eval_center_crop_fraction = eval_center_crop_fraction
 
     def forward(self, images: Tensor, train: bool) -> Tensor:
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
@@ -138,4 +155,6 @@ class BatchTransform(nn.Module):
             x = self.augment(x)
         elif self.eval_center_crop is not None:
             x = center_crop(x, self.eval_center_crop)
+        elif self.eval_center_crop_fraction is not None:
+            x = center_crop(x, crop_size(x, self.eval_center_crop_fraction))
         return self.normalize(x)

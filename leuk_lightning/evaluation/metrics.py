@@ -27,6 +27,8 @@ def binary_metrics() -> MetricCollection:
             "precision": C.BinaryPrecision(),
             "f1": C.BinaryF1Score(),
             "f1_weighted": WeightedBinaryF1(),
+            "precision_weighted": WeightedBinary(C.MulticlassPrecision),
+            "recall_weighted": WeightedBinary(C.MulticlassRecall),
             "auroc": C.BinaryAUROC(),
         }
     )
@@ -94,6 +96,28 @@ class WeightedBinaryF1(C.MulticlassF1Score):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         super().update((preds >= self.threshold).long(), target.long())
+
+
+class WeightedBinary(Metric):
+    """Support-weighted average over both classes of a binary task (precision or recall, as
+    Prellberg & Kramer report them), from the probability of class 1 thresholded at 0.5."""
+
+    full_state_update = False
+
+    def __init__(self, metric_cls: type[Metric], threshold: float = 0.5) -> None:
+        super().__init__()
+        self.metric = metric_cls(num_classes=2, average="weighted")
+        self.threshold = threshold
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        self.metric.update((preds >= self.threshold).long(), target.long())
+
+    def compute(self) -> Tensor:
+        return self.metric.compute()
+
+    def reset(self) -> None:
+        super().reset()
+        self.metric.reset()
 
 
 def confusion_matrix_metric(num_classes: int, multilabel: bool) -> Metric | None:

@@ -111,17 +111,21 @@ def create_classifier(
     pretrained_file: str | None = None,
     init_from: str | None = None,
     drop_rate: float = 0.0,
+    num_outputs: int | None = None,
     **timm_kwargs: Any,
 ) -> nn.Module:
-    """A timm classifier with ``num_classes`` outputs.
+    """A timm classifier with ``num_classes`` outputs (``num_outputs`` overrides the count,
+    e.g. 1 for a single-logit binary head trained with BCE).
 
     ``init_from`` takes precedence over ``pretrained``: the backbone comes from that checkpoint.
     """
+    if num_outputs is not None and num_outputs < 1:
+        raise ConfigError(f"model.num_outputs={num_outputs} must be a positive number or null")
     model = create_backbone(
         name,
         pretrained=pretrained and not init_from,
         pretrained_file=pretrained_file,
-        num_classes=num_classes,
+        num_classes=num_outputs or num_classes,
         drop_rate=drop_rate,
         **timm_kwargs,
     )

@@ -4,6 +4,17 @@ Single-label data trains with softmax + cross-entropy; multi-label data (ADP) wi
 where class i is weighted by w[i] = N / n_i (N training samples, n_i positives of class i in the
 training split; classes without positives get weight 0 and are excluded from per-class metrics).
 The network is injected (``net``); optimizer and scheduler are partial ``_target_`` configs.
+
+Options of the Prellberg & Kramer recipe (all off by default):
+
+- ``binary_logit``: a 2-class task with ONE output logit, trained with BCE weighted by
+  ``pos_weight = n_neg / n_pos`` of the training split (from ``class_weights``; turn the weight
+  off with ``class_weighted_loss=false``); metrics see ``sigmoid(logit)`` = P(class 1).
+- ``lr_groups``: per-stage learning-rate multipliers by parameter name
+  (:func:`leuk_lightning.models.param_groups.build_param_groups`; the optimizer's ``lr`` is the
+  base rate they multiply).
+- ``tta``: ``rot8`` or ``d4`` test-time augmentation at test time
+  (:class:`leuk_lightning.evaluation.tta.TTAWrapper`).
 """
 
 from __future__ import annotations
@@ -18,7 +29,9 @@ from lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
+from leuk_lightning.errors import ConfigError
 from leuk_lightning.evaluation import metrics as M
+from leuk_lightning.evaluation.tta import TTA_MODES, TTAWrapper
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +51,18 @@ class ClassifierModule(LightningModule):
         class_weighted_loss: bool | None = None,
         monitor: str = "val/acc",
         monitor_mode: str = "max",
+        binary_logit: bool = False,
+        lr_groups: dict[str, Any] | None = None,
+        tta: str | None = None,
     ) -> None:
         super().__init__()
+        if binary_logit and (num_classes != 2 or multilabel):
+            raise ConfigError(
+                f"regime.binary_logit=true needs a single-label 2-class task, got "
+                f"num_classes={num_classes}, multilabel={multilabel}"
+            )
+        if tta is not None and tta not in TTA_MODES:
+            raise ConfigError(f"regime.tta={tta!r} is not known; use null or one of {TTA_MODES}")
         self.save_hyperparameters(ignore=["net", "class_weights"], logger=False)
         self.net = net
         self.num_classes = num_classes
@@ -48,7 +71,16 @@ class ClassifierModule(LightningModule):
         weights = (
             torch.ones(num_classes) if class_weights is None else torch.as_tensor(class_weights)
         )
-        use_weights = multilabel if class_weighted_loss is None else class_weighted_loss
+        self.binary_logit = binary_logit
+        if binary_logit:  # the weight of class 1 over class 0 is n_neg / n_pos
+            use_pos = True if class_weighted_loss is None else class_weighted_loss
+            pos_weight = (weights[1] / weights[0]).reshape(1).float() if use_pos else None
+            if pos_weight is not None and weights[0] <= 0:
+                raise ConfigError("regime.binary_logit: no class-0 samples in the training split")
+            self.register_buffer("pos_weight", pos_weight)
+            use_weights = False
+        else:
+            use_weights = multilabel if class_weighted_loss is None else class_weighted_loss
         self.register_buffer("loss_weights", weights.float() if use_weights else None)
         valid = weights > 0 if multilabel else None
         self.train_metrics = self._metrics("train/", valid)
@@ -69,8 +101,21 @@ class ClassifierModule(LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def _logit(self, logits: Tensor) -> Tensor:
+        """The single logit of a ``binary_logit`` network, ``[B, 1]`` -> ``[B]``."""
+        if logits.ndim != 2 or logits.shape[1] != 1:
+            raise ConfigError(
+                f"regime.binary_logit=true but the network outputs {tuple(logits.shape)}; "
+                "build it with one output (model.num_outputs=1)"
+            )
+        return logits[:, 0]
+
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Weighted BCE (multi-label) or cross-entropy (single-label)."""
+        """Weighted BCE (multi-label, single logit) or cross-entropy (single-label)."""
+        if self.binary_logit:
+            return F.binary_cross_entropy_with_logits(
+                self._logit(logits), target.float(), pos_weight=self.pos_weight
+            )
         if self.multilabel:
             per_elem = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
             if self.loss_weights is not None:
@@ -80,13 +125,21 @@ class ClassifierModule(LightningModule):
 
     def scores(self, logits: Tensor) -> Tensor:
         """What the metrics see: sigmoid per label, P(class 1) for binary, softmax otherwise."""
+        if self.binary_logit:
+            return self._logit(logits).sigmoid()
         if self.multilabel:
             return logits.sigmoid()
         probs = logits.softmax(dim=-1)
         return probs[:, 1] if self.num_classes == 2 else probs
 
-    def _step(self, batch: dict[str, Tensor], metrics: MetricCollection, stage: str) -> Tensor:
-        logits = self(batch["image"])
+    def _step(
+        self,
+        batch: dict[str, Tensor],
+        metrics: MetricCollection,
+        stage: str,
+        forward: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        logits = (forward or self)(batch["image"])
         target = batch["label"]
         loss = self.loss(logits, target)
         scores = self.scores(logits.detach())
@@ -135,7 +188,8 @@ class ClassifierModule(LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
         """Returns the batch's scores and targets so callbacks (calibration, subject-level
         metrics, prediction tables) can collect them in ``on_test_batch_end``."""
-        _, scores, target = self._step(batch, self.test_metrics, "test")
+        forward = self.tta_net() if self.hparams.get("tta") else None
+        _, scores, target = self._step(batch, self.test_metrics, "test", forward)
         if self.test_confusion is not None:
             preds = (scores >= 0.5).long() if self.num_classes == 2 else scores.argmax(-1)
             self.test_confusion.update(preds, target)
@@ -145,6 +199,23 @@ class ClassifierModule(LightningModule):
             "path": batch.get("path"),
             "subject": batch.get("subject"),
         }
+
+    def tta_net(self) -> TTAWrapper:
+        """The network under test-time augmentation; rotated-in pixels get the normalised value
+        of black (the datamodule's ``-mean / std``) when the datamodule has a normaliser."""
+        mode = self.hparams.tta
+        cached = self.__dict__.get("_tta_cache")
+        if cached is None or cached.mode != mode:
+            fill: Tensor | float = 0.0
+            dm = getattr(self.trainer, "datamodule", None) if self._trainer else None
+            transform = getattr(dm, "batch_transform", None)
+            if transform is not None:
+                norm = transform.normalize
+                fill = (-norm.mean / norm.std).flatten()
+            # kept out of the module tree: the wrapper must not add state_dict entries
+            cached = TTAWrapper(self.net, mode, fill)
+            self.__dict__["_tta_cache"] = cached
+        return cached.to(self.device)
 
     def on_test_epoch_end(self) -> None:
         values = self.test_metrics.compute()
@@ -158,7 +229,15 @@ class ClassifierModule(LightningModule):
             self.test_results["class_names"] = self.class_names
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.hparams.optimizer(params=self.parameters())
+        params: Any = self.parameters()
+        if self.hparams.get("lr_groups"):
+            from leuk_lightning.models.param_groups import build_param_groups
+
+            base_lr = getattr(self.hparams.optimizer, "keywords", {}).get("lr")
+            if base_lr is None:
+                raise ConfigError("regime.lr_groups needs regime.optimizer.lr (the base rate)")
+            params = build_param_groups(self.net, self.hparams.lr_groups, float(base_lr))
+        optimizer = self.hparams.optimizer(params=params)
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         scheduler = self.hparams.scheduler(optimizer=optimizer)
