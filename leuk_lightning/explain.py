@@ -144,8 +144,14 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
     if hydra_file.is_file():
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(hydra_file))
-        HydraConfig.instance().set_config(cfg)
+        from hydra.conf import HydraConf
+
+        saved = OmegaConf.load(hydra_file).hydra
+        with open_dict(cfg):
+            schema = OmegaConf.structured(HydraConf)
+            OmegaConf.set_struct(schema, False)  # Hydra adds config-group keys (e.g. env)
+            cfg.hydra = OmegaConf.merge(schema, saved)
+        HydraConfig.instance().set_config(cfg)  # ${hydra:...} and the run's choices/overrides
         apply_debug_last(cfg)
     with open_dict(cfg):
         if "LEUK_ROOT" not in os.environ and "hydra" in cfg:
