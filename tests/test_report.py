@@ -143,3 +143,12 @@ def test_no_runs_is_one_clear_error(tmp_path, caplog):
     assert "no runs" in caplog.text
     with pytest.raises(Exception, match="not a directory"):
         T.collect_runs([tmp_path / "absent"])
+
+
+@pytest.mark.slow
+def test_report_table_logged_to_wandb_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = write_sweep(tmp_path / "logs", "histotnet_resnet18_l2", [0.95, 0.97])
+    assert R.main([str(sweep), "--out", str(tmp_path / "out"), "--wandb"]) == 0
+    (run_file,) = (tmp_path / "out" / "wandb").rglob("run-*.wandb")
+    assert run_file.stat().st_size > 0
