@@ -43,7 +43,7 @@ def build_report(
         log.warning("run %s: %s [%s] %s", p.name, p.status, " ".join(p.overrides), p.reason)
     comparisons = [T.compare(records, a, b) for a, b in compare]
     title = "Results: " + ", ".join(Path(d).name for d in dirs)
-    markdown = T.markdown_report(rows, comparisons, title=title)
+    markdown = T.markdown_report(rows, comparisons, title=title, n_boot=n_boot)
     out = Path(out_dir)
     files = {
         "markdown": atomic_write_text(out / "report.md", markdown),

@@ -18,6 +18,7 @@ from leuk_lightning.evaluation import tables as T
 PAPER = {
     "source": "Genovese et al. (HistoTNet), Table III",
     "accuracy": {"mean": 97.92, "std": 1.62},
+    "confusion_matrix": [[49.23, 0.77], [1.31, 48.69]],
 }
 
 
@@ -97,7 +98,7 @@ def test_mean_std_ci_match_hand_computation_and_missing_runs_are_named(tmp_path,
     assert f"`{failed.name}`" in md and f"`{missing.name}`" in md
     assert "2/4" in md  # 2 of 4 runs in the statistics
     assert "96.00 ± 1.41" in md and "97.92 ± 1.62" in md  # ours beside the paper's
-    assert "TN = " in md and "TP = " in md
+    assert "TN = " in md and "TP = " in md and "TN = 49.23%" in md  # paper's Table IV beside
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert failed.name in warned and missing.name in warned
     with open(out / "report.csv", newline="") as f:

@@ -403,7 +403,10 @@ def confusion_markdown(cm: np.ndarray, class_names: Sequence[str] | None) -> str
 
 
 def markdown_report(
-    rows: Sequence[ConfigRow], comparisons: Sequence[dict[str, Any]] = (), title: str = "Results"
+    rows: Sequence[ConfigRow],
+    comparisons: Sequence[dict[str, Any]] = (),
+    title: str = "Results",
+    n_boot: int = 10000,
 ) -> str:
     """The report as markdown: main table, confusion matrices, problems, comparisons."""
     paper_cols = [
@@ -431,7 +434,7 @@ def markdown_report(
     parts = [f"# {title}", "", _md_table(header, body), ""]
     parts.append(
         "Mean ± sample standard deviation over runs; 95% CI: percentile bootstrap of the mean "
-        "accuracy (10,000 resamples of runs, seeded)."
+        f"accuracy ({n_boot:,} resamples of runs, seeded)."
     )
     sources = sorted(
         {str(r.paper.get("source")) for r in rows if r.paper and r.paper.get("source")}
@@ -442,6 +445,10 @@ def markdown_report(
         if r.confusion_pct is not None:
             parts += ["", f"## Average confusion matrix (%): {r.label}", ""]
             parts.append(confusion_markdown(r.confusion_pct, r.class_names))
+            paper_cm = (r.paper or {}).get("confusion_matrix")
+            if paper_cm is not None and np.shape(paper_cm) == r.confusion_pct.shape:
+                parts += ["", f"Paper ({r.paper.get('source', 'published')}):", ""]
+                parts.append(confusion_markdown(np.asarray(paper_cm, float), r.class_names))
     problems = [p for r in rows for p in r.problems]
     if problems:
         parts += ["", "## Missing or failed runs (not in the statistics)", ""]
