@@ -104,10 +104,12 @@ def multirun(tmp_path_factory, demo_data) -> Path:
         "model=test_resnet",
         "trainer.max_epochs=1",
         "pretrain.trainer.max_epochs=1",
+        "+trainer.limit_train_batches=4",
+        "+pretrain.trainer.limit_train_batches=2",
         "callbacks=explain",
         "callbacks.gradcam.n_images=4",
     ]
-    proc = run_app(args, root, demo_data)
+    proc = run_app(args, root, demo_data, timeout=1800)  # minutes on a loaded shared CPU
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (root / "logs" / "histotnet_resnet18_l2" / "multiruns").iterdir()
     return sweep
