@@ -84,6 +84,65 @@ def make_loader(
     )
 
 
+SPLIT_PROTOCOLS = ("holdout", "kfold")
+
+
+def _split_index(split_cfg: dict[str, Any], key: str, limit: int | None) -> int | None:
+    """``data.split.repeat``/``fold`` as an int checked against its range (None when unset)."""
+    value = split_cfg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or value < 0 or (limit is not None and value >= limit):
+        bound = f"0..{limit - 1}" if limit is not None else ">= 0"
+        raise ConfigError(f"data.split.{key}={value!r} must be an int in {bound}")
+    return value
+
+
+def split_seed_meta(split_cfg: dict[str, Any]) -> dict[str, Any]:
+    """What ``split.json`` records about the random stream a split was drawn from."""
+    repeat = split_cfg.get("repeat")
+    seed = int(split_cfg.get("seed", 0))
+    if repeat is None:
+        return {"protocol": split_cfg.get("protocol", "holdout"), "rng_entropy": seed}
+    return {
+        "protocol": split_cfg.get("protocol", "holdout"),
+        "rng_entropy": S.repeat_entropy(seed, int(repeat)),
+    }
+
+
+def protocol_split(labels: Any, split_cfg: dict[str, Any], groups: Any = None) -> dict[str, Any]:
+    """Indices of this run's subsets under ``data.split`` (an evaluation protocol).
+
+    * ``protocol: holdout`` (default): ``fractions`` train/val[/test]; with ``repeat: r`` the
+      split of repetition r is drawn from ``default_rng([seed, r])`` (DL4ALL 70/20/10 x5).
+    * ``protocol: kfold``: stratified ``n_splits``-fold CV repeated ``n_repeats`` times; this
+      run is ``fold`` of ``repeat``. ``fractions`` = [train, val, test] with test = 1/n_splits;
+      the training pool (the other folds) is split train:val (HistoTNet 40/10/50, 2-fold x10).
+    ``group_by`` groups (subjects) never straddle two subsets in either protocol.
+    """
+    protocol = split_cfg.get("protocol") or "holdout"
+    if protocol not in SPLIT_PROTOCOLS:
+        raise ConfigError(f"data.split.protocol={protocol!r} is not known; use {SPLIT_PROTOCOLS}")
+    seed = int(split_cfg.get("seed", 0))
+    fractions = [float(f) for f in split_cfg.get("fractions", [0.7, 0.2, 0.1])]
+    n_repeats = split_cfg.get("n_repeats")
+    repeat = _split_index(split_cfg, "repeat", n_repeats)
+    if protocol == "holdout":
+        names = ("train", "val", "test")[: len(fractions)]
+        rng_seed = seed if repeat is None else S.repeat_entropy(seed, repeat)
+        return S.holdout_split(labels, fractions, seed=rng_seed, groups=groups, names=names)
+    n_splits = int(split_cfg.get("n_splits", 2))
+    fold = _split_index(split_cfg, "fold", n_splits) or 0
+    if len(fractions) != 3 or abs(fractions[2] - 1.0 / n_splits) > 1e-6:
+        raise ConfigError(
+            f"data.split.fractions={fractions} with protocol=kfold must be [train, val, test] "
+            f"with test = 1/n_splits = {1.0 / n_splits:.4g} (e.g. [0.4, 0.1, 0.5] for 2 folds)"
+        )
+    val_fraction = fractions[1] / (fractions[0] + fractions[1])
+    folds = S.kfold_repeat(labels, n_splits, seed, repeat or 0, groups, val_fraction)
+    return {name: folds[fold][name] for name in ("train", "val", "test")}
+
+
 class ClassificationDataModule(LightningDataModule):
     """One classification dataset split into train/val/test subsets.
 
@@ -93,7 +152,9 @@ class ClassificationDataModule(LightningDataModule):
         label_level: ADP label level of this data (ADP) or of the pre-training stage it follows
             (ALL-IDB2 in HistoTNet); recorded for sweeps and reports.
         split: ``fractions`` (train/val[/test]), ``seed``, ``group_by`` (``subject`` keeps each
-            subject in one subset; needs a dataset with ``subjects``).
+            subject in one subset; needs a dataset with ``subjects``), and the evaluation
+            protocol: ``protocol`` (holdout | kfold), ``n_splits``, ``n_repeats``, ``repeat``,
+            ``fold`` (see ``protocol_split``; conf/protocol/ sets them for a sweep).
         split_file: a ``split.json`` of an earlier run to reuse exactly.
         normalization: ``train`` (statistics of the training subset) or ``imagenet``.
         augment: ``BatchAugment`` settings applied to training batches on the device.
@@ -185,15 +246,7 @@ class ClassificationDataModule(LightningDataModule):
             indices = S.load_split(self.split_file, self.dataset.paths)
             log.info("Reusing split %s", self.split_file)
         else:
-            fractions = list(self.split_cfg.get("fractions", [0.7, 0.2, 0.1]))
-            names = ("train", "val", "test")[: len(fractions)]
-            indices = S.holdout_split(
-                labels,
-                fractions,
-                seed=int(self.split_cfg.get("seed", 0)),
-                groups=groups,
-                names=names,
-            )
+            indices = protocol_split(labels, self.split_cfg, groups)
         if "test" not in indices:  # e.g. ADP pre-training 90/10: validation doubles as test
             indices["test"] = indices["val"]
         if self.output_dir:
@@ -205,6 +258,7 @@ class ClassificationDataModule(LightningDataModule):
                     "split": self.split_cfg,
                     "dataset": type(self.dataset).__name__,
                     "split_file": self.split_file,
+                    **split_seed_meta(self.split_cfg),
                 },
             )
         return indices

@@ -209,7 +209,7 @@ def _peel(
 def holdout_split(
     labels: Any,
     fractions: Sequence[float],
-    seed: int,
+    seed: int | Sequence[int],
     groups: Sequence[Any] | None = None,
     names: Sequence[str] = ("train", "val", "test"),
 ) -> dict[str, np.ndarray]:
@@ -217,7 +217,8 @@ def holdout_split(
 
     ``labels``: 1-D class indices or 2-D multi-hot rows (iterative stratification).
     ``groups``: per-item group ids (subjects, slides); no group is shared by two subsets and
-    the fractions then hold approximately (whole groups move). Returns ``{name: indices}``
+    the fractions then hold approximately (whole groups move). ``seed`` may be a sequence of
+    ints (e.g. ``repeat_entropy(seed, repeat)`` of a repeated holdout). Returns ``{name: indices}``
     for the first ``len(fractions)`` names.
     """
     y = _as_labels(labels)
@@ -253,51 +254,77 @@ def kfold_splits(
     Each item holds ``train``/``val``/``test`` index arrays plus ``repeat`` and ``fold`` ints.
     ``val_fraction`` is the share of the *training fold* moved to ``val`` (stratified and,
     with ``groups``, group-disjoint); e.g. HistoTNet's 40/10/50 is ``n_splits=2,
-    val_fraction=0.2``. ``val`` is empty when ``val_fraction`` is 0.
+    val_fraction=0.2``. ``val`` is empty when ``val_fraction`` is 0. Repetition ``r`` is
+    drawn from ``numpy.random.default_rng([seed, r])`` alone (see ``kfold_repeat``).
+    """
+    if n_repeats < 1:
+        raise ConfigError(f"kfold needs n_repeats >= 1 (got {n_repeats})")
+    result: list[dict[str, Any]] = []
+    for repeat in range(n_repeats):
+        result.extend(kfold_repeat(labels, n_splits, seed, repeat, groups, val_fraction))
+    return result
+
+
+def repeat_entropy(seed: int, repeat: int) -> list[int]:
+    """The recorded seed of repetition ``repeat``: ``numpy.random.default_rng([seed, repeat])``.
+
+    Each repetition of a protocol draws a fresh split from its own stream, so one repetition
+    (one job of a sweep) is computed without the others and any job can be re-run alone.
+    """
+    return [int(seed), int(repeat)]
+
+
+def kfold_repeat(
+    labels: Any,
+    n_splits: int,
+    seed: int,
+    repeat: int,
+    groups: Sequence[Any] | None = None,
+    val_fraction: float = 0.0,
+) -> list[dict[str, Any]]:
+    """The ``n_splits`` folds of repetition ``repeat`` of ``kfold_splits`` (same arrays).
+
+    Fold ``k`` tests on the k-th part of the data and trains (``train`` + ``val``) on the
+    others; with ``n_splits=2`` each fold's test set is exactly the other fold's training pool.
     """
     y = _as_labels(labels)
     g = _as_groups(groups, len(y))
-    if n_splits < 2 or n_repeats < 1:
-        raise ConfigError(
-            f"kfold needs n_splits >= 2 and n_repeats >= 1 (got {n_splits}, {n_repeats})"
-        )
+    if n_splits < 2 or repeat < 0:
+        raise ConfigError(f"kfold needs n_splits >= 2 and repeat >= 0 (got {n_splits}, {repeat})")
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction={val_fraction} must be in [0, 1)")
     n = len(y)
     if n < n_splits or (g is not None and int(g.max()) + 1 < n_splits):
         raise DataError(f"cannot make {n_splits} folds from {n} items / groups")
+    rng = np.random.default_rng(repeat_entropy(seed, repeat))
+    if y.ndim == 2:
+        assign = _multilabel_assign(y, [1.0 / n_splits] * n_splits, rng, g)
+        tests = [np.flatnonzero(assign == f) for f in range(n_splits)]
+    else:
+        state = _seed_of(rng)
+        with warnings.catch_warnings():  # "least populated class" warnings: expected
+            warnings.simplefilter("ignore", UserWarning)
+            if g is None:
+                splitter: Any = StratifiedKFold(n_splits, shuffle=True, random_state=state)
+                tests = [t for _, t in splitter.split(np.zeros(n), y)]
+            else:
+                splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=state)
+                tests = [t for _, t in splitter.split(np.zeros(n), y, g)]
     result: list[dict[str, Any]] = []
-    for repeat in range(n_repeats):
-        rng = np.random.default_rng([seed, repeat])
-        if y.ndim == 2:
-            assign = _multilabel_assign(y, [1.0 / n_splits] * n_splits, rng, g)
-            tests = [np.flatnonzero(assign == f) for f in range(n_splits)]
-        else:
-            state = _seed_of(rng)
-            with warnings.catch_warnings():  # "least populated class" warnings: expected
-                warnings.simplefilter("ignore", UserWarning)
-                if g is None:
-                    splitter: Any = StratifiedKFold(n_splits, shuffle=True, random_state=state)
-                    tests = [t for _, t in splitter.split(np.zeros(n), y)]
-                else:
-                    splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=state)
-                    tests = [t for _, t in splitter.split(np.zeros(n), y, g)]
-        for fold, test in enumerate(tests):
-            test = np.sort(test).astype(np.int64)
-            train = np.setdiff1d(np.arange(n), test).astype(np.int64)
-            val = train[:0]
-            if val_fraction > 0:
-                sub = holdout_split(
-                    y[train],
-                    [1.0 - val_fraction, val_fraction],
-                    seed=_seed_of(rng),
-                    groups=None if g is None else g[train],
-                    names=("train", "val"),
-                )
-                train, val = train[sub["train"]], train[sub["val"]]
-            result.append(
-                {"train": train, "val": val, "test": test, "repeat": repeat, "fold": fold}
+    for fold, test in enumerate(tests):
+        test = np.sort(test).astype(np.int64)
+        train = np.setdiff1d(np.arange(n), test).astype(np.int64)
+        val = train[:0]
+        if val_fraction > 0:
+            sub = holdout_split(
+                y[train],
+                [1.0 - val_fraction, val_fraction],
+                seed=_seed_of(rng),
+                groups=None if g is None else g[train],
+                names=("train", "val"),
             )
+            train, val = train[sub["train"]], train[sub["val"]]
+        result.append({"train": train, "val": val, "test": test, "repeat": repeat, "fold": fold})
     return result
 
 

@@ -30,8 +30,8 @@ def config_hash(cfg: DictConfig | dict[str, Any], length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def selected_debug(cfg: DictConfig) -> str | None:
-    """The ``debug=...`` choice of the composed config (None when no debug config is used)."""
+def selected_debug(cfg: DictConfig, group: str = "debug") -> str | None:
+    """The ``debug=...`` (or other ``group``) choice of the composed config (None if unused)."""
     from hydra.core.hydra_config import HydraConfig
 
     choices = None
@@ -39,7 +39,7 @@ def selected_debug(cfg: DictConfig) -> str | None:
         choices = HydraConfig.get().runtime.choices
     elif "hydra" in cfg:
         choices = cfg.hydra.runtime.choices
-    return None if choices is None else choices.get("debug")
+    return None if choices is None else choices.get(group)
 
 
 def apply_debug_last(cfg: DictConfig) -> DictConfig:
@@ -51,14 +51,19 @@ def apply_debug_last(cfg: DictConfig) -> DictConfig:
     Command-line value overrides are applied again after it, so the order of precedence is the
     one of lightning-hydra-template: command line > debug > experiment > defaults.
     """
-    name = selected_debug(cfg)
-    if not name:
+    # an explicitly chosen evaluation protocol (its split settings) also wins over the
+    # experiment's split: command line > debug > protocol > experiment > defaults
+    names = [(g, selected_debug(cfg, g)) for g in ("protocol", "debug")]
+    names = [(g, n) for g, n in names if n]
+    if not names:
         return cfg
-    debug = OmegaConf.load(config_dir() / "debug" / f"{name}.yaml")
-    debug.pop("defaults", None)
     struct = OmegaConf.is_struct(cfg)
     OmegaConf.set_struct(cfg, False)
-    cfg.merge_with(debug)
+    for group, name in names:
+        extra = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+        extra.pop("defaults", None)
+        extra.pop("hydra", None)  # sweeper settings were used by Hydra already
+        cfg.merge_with(extra)
     for key, value in _value_overrides(cfg):
         OmegaConf.update(cfg, key, value, merge=True, force_add=True)
     OmegaConf.set_struct(cfg, struct)

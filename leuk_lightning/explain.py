@@ -1,0 +1,240 @@
+"""``python -m leuk_lightning.explain ckpt_path=<run>/checkpoints/x.ckpt method=gradcam|tsne``
+
+Explains a trained classifier after the fact: rebuilds the run's datamodule and network from the
+run's own ``.hydra/config.yaml`` (the run directory is found above the checkpoint), reuses the
+run's saved ``split.json`` so the test set is exactly the one the run was tested on, loads the
+checkpoint's weights and writes PNGs into the run directory (``gradcam.png`` + ``gradcam/*.png``,
+``tsne.png``). Options (Hydra-style ``key=value``): ``method`` (gradcam | tsne | all),
+``n_images`` (8), ``split`` (test), ``out_dir`` (the run dir), ``seed`` (t-SNE, 0); any other
+``key=value`` overrides the run's config (e.g. ``paths.data_dir=/data`` when the data moved).
+
+The same functions back the optional end-of-test callbacks (``callbacks=explain``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from leuk_lightning.errors import ConfigError, LeukError
+
+log = logging.getLogger("leuk_lightning.explain")
+
+OPTIONS = {"ckpt_path": None, "method": "gradcam", "n_images": 8, "split": "test",
+           "out_dir": None, "seed": 0}  # fmt: skip
+METHODS = ("gradcam", "tsne", "all")
+
+
+# ------------------------------------------------------------------------------------------
+# shared by the CLI and the callbacks
+
+
+def pick_images(labels: Sequence[int], n: int) -> list[int]:
+    """Up to ``n`` positions, classes taken in turn (first images of each class, in order)."""
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(int(v) for v in labels):
+        by_class.setdefault(y, []).append(i)
+    queues = [by_class[c] for c in sorted(by_class)]
+    out: list[int] = []
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
+def _subset_labels(datamodule: Any, split: str) -> list[int]:
+    subset = datamodule.subsets[split]
+    labels = datamodule.dataset.labels
+    return [int(labels[i]) for i in subset.indices]
+
+
+def _batch_transform(datamodule: Any, device: torch.device):
+    bt = datamodule.batch_transform.to(device)
+    return lambda x: bt(x, train=False)
+
+
+def explain_gradcam(
+    net: nn.Module, datamodule: Any, out_dir: str | Path, n_images: int = 8, split: str = "test"
+) -> dict[str, Any]:
+    """Grad-CAM of ``n_images`` images of ``split`` (classes in turn) -> PNGs in ``out_dir``."""
+    from leuk_lightning.evaluation import gradcam as G
+
+    if split not in datamodule.subsets:
+        raise ConfigError(f"explain: split={split!r} not in {sorted(datamodule.subsets)}")
+    subset = datamodule.subsets[split]
+    chosen = pick_images(_subset_labels(datamodule, split), n_images)
+    if not chosen:
+        raise ConfigError(f"explain: the {split} subset is empty")
+    samples = [subset[i] for i in chosen]
+    device = next(net.parameters()).device
+    raw = torch.stack([s["image"] for s in samples]).to(device)
+    x = _batch_transform(datamodule, device)(raw)
+    labels = [int(s["label"]) for s in samples]
+    maps, preds = G.gradcam_maps(net, x)
+    rgb = G.denormalize(x, datamodule.mean, datamodule.std)
+    names = [str(s.get("path", i)) for i, s in enumerate(samples)]
+    files = G.save_gradcam(out_dir, rgb, maps, labels, preds, datamodule.dataset.classes, names)
+    return {"maps": maps, "preds": preds, "labels": labels, **files}
+
+
+def explain_tsne(
+    net: nn.Module, datamodule: Any, out_dir: str | Path, split: str = "test", seed: int = 0
+) -> dict[str, Any]:
+    """t-SNE of the pre-head features of the whole ``split`` subset -> ``tsne.png``."""
+    from leuk_lightning.data.datamodules import make_loader
+    from leuk_lightning.evaluation import tsne as TS
+
+    device = next(net.parameters()).device
+    loader = make_loader(datamodule.subsets[split], datamodule.eval_batch_size, False, 0)
+    feats, labels = TS.extract_features(net, loader, _batch_transform(datamodule, device), device)
+    emb = TS.tsne_embedding(feats, seed=seed)
+    path = TS.save_tsne_plot(
+        Path(out_dir) / "tsne.png",
+        emb,
+        labels,
+        list(datamodule.dataset.classes),
+        title=f"t-SNE of pre-head features ({split} set, n={len(labels)})",
+    )
+    return {"embedding": emb, "labels": labels, "features": feats, "path": path}
+
+
+def log_images(loggers: Sequence[Any], key: str, paths: Sequence[str | Path]) -> None:
+    """Send PNGs to every WandbLogger among ``loggers`` (no-op without W&B)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key, [str(p) for p in paths])
+
+
+# ------------------------------------------------------------------------------------------
+# CLI: rebuild a run from its directory
+
+
+def find_run_dir(ckpt_path: str | Path) -> Path:
+    """The run directory of a checkpoint: the nearest parent holding ``.hydra/config.yaml``."""
+    ckpt = Path(ckpt_path)
+    if not ckpt.is_file():
+        raise ConfigError(f"ckpt_path={ckpt}: checkpoint file not found")
+    for parent in ckpt.resolve().parents:
+        if (parent / ".hydra" / "config.yaml").is_file():
+            return parent
+    raise ConfigError(
+        f"ckpt_path={ckpt}: no .hydra/config.yaml in any parent folder; explain needs the "
+        "checkpoint inside its run directory (logs/<task>/runs/<time>/checkpoints/)"
+    )
+
+
+def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """The run's config as it ran: ``.hydra/config.yaml`` + ``hydra.yaml`` + debug/protocol."""
+    from hydra.core.hydra_config import HydraConfig
+
+    import leuk_lightning  # noqa: F401  (registers the resolvers)
+    from leuk_lightning.utils.config import apply_debug_last
+
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if hydra_file.is_file():
+        from hydra.conf import HydraConf
+
+        saved = OmegaConf.load(hydra_file).hydra
+        with open_dict(cfg):
+            schema = OmegaConf.structured(HydraConf)
+            OmegaConf.set_struct(schema, False)  # Hydra adds config-group keys (e.g. env)
+            cfg.hydra = OmegaConf.merge(schema, saved)
+        HydraConfig.instance().set_config(cfg)  # ${hydra:...} and the run's choices/overrides
+        apply_debug_last(cfg)
+    with open_dict(cfg):
+        if "LEUK_ROOT" not in os.environ and "hydra" in cfg:
+            cfg.paths.root_dir = str(cfg.hydra.runtime.cwd)  # relative paths as when it ran
+        cfg.paths.output_dir = str(run_dir)
+    if overrides:
+        cfg.merge_with(OmegaConf.from_dotlist(list(overrides)))
+    return cfg
+
+
+def load_net(cfg: DictConfig, ckpt_path: str | Path, datamodule: Any) -> nn.Module:
+    """The run's network with the checkpoint's ``net.*`` weights (no pretrained file needed)."""
+    import hydra
+
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg.update(pretrained=False, init_from=None)
+    net = hydra.utils.instantiate(model_cfg, **datamodule.model_kwargs())
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    weights = state.get("state_dict", state)
+    own = {k[len("net.") :]: v for k, v in weights.items() if k.startswith("net.")}
+    if not own:
+        raise ConfigError(f"{ckpt_path}: no 'net.*' weights (not a ClassifierModule checkpoint?)")
+    net.load_state_dict(own)
+    return net.eval()
+
+
+def rebuild(cfg: DictConfig, run_dir: Path) -> Any:
+    """The run's datamodule on the run's saved split (no files written)."""
+    import hydra
+
+    if cfg.get("demo_data"):
+        from leuk_lightning.data.synthetic import ensure_demo_data
+
+        ensure_demo_data(Path(cfg.paths.data_dir))
+    split_file = run_dir / "split.json"
+    kwargs: dict[str, Any] = {"output_dir": None}
+    if split_file.is_file():
+        kwargs["split_file"] = str(split_file)
+    else:
+        log.warning("%s has no split.json: drawing the split from the config again", run_dir)
+    dm = hydra.utils.instantiate(cfg.data, **kwargs)
+    dm.setup()
+    return dm
+
+
+def explain(argv: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` arguments and run the chosen method(s)."""
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        raise ConfigError(f"explain: arguments are key=value, got {bad}")
+    pairs = [a.split("=", 1) for a in argv]
+    opts = dict(OPTIONS)
+    opts.update({k: v for k, v in pairs if k in OPTIONS})
+    rest = [f"{k}={v}" for k, v in pairs if k not in OPTIONS]
+    if not opts["ckpt_path"]:
+        raise ConfigError("explain: ckpt_path=<checkpoint of a run> is required")
+    if opts["method"] not in METHODS:
+        raise ConfigError(f"explain: method={opts['method']!r}; use one of {METHODS}")
+    run_dir = find_run_dir(opts["ckpt_path"])
+    cfg = load_run_config(run_dir, rest)
+    dm = rebuild(cfg, run_dir)
+    net = load_net(cfg, opts["ckpt_path"], dm)
+    out_dir = Path(opts["out_dir"] or run_dir)
+    result: dict[str, Any] = {"run_dir": run_dir}
+    if opts["method"] in ("gradcam", "all"):
+        result["gradcam"] = explain_gradcam(net, dm, out_dir, int(opts["n_images"]), opts["split"])
+        log.info("Grad-CAM: %s", result["gradcam"]["grid"])
+    if opts["method"] in ("tsne", "all"):
+        result["tsne"] = explain_tsne(net, dm, out_dir, opts["split"], int(opts["seed"]))
+        log.info("t-SNE: %s", result["tsne"]["path"])
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; exit status 2 on a user error (one log line)."""
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
+    try:
+        explain(sys.argv[1:] if argv is None else argv)
+    except LeukError as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
