@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from leuk_lightning.data import splits as S
 from leuk_lightning.data import stats
+from leuk_lightning.data.cache import maybe_cached
 from leuk_lightning.data.transforms import BatchAugment, BatchTransform, Normalize
 from leuk_lightning.errors import ConfigError
 
@@ -64,16 +65,19 @@ def make_loader(
     pin_memory: bool | None = None,
     drop_last: bool = False,
     generator: torch.Generator | None = None,
+    persistent_workers: bool | None = None,
 ) -> DataLoader:
-    """A DataLoader with sensible defaults (persistent workers, pinned memory on GPU)."""
+    """A DataLoader with sensible defaults: pinned memory when a GPU is present, persistent
+    workers when there are workers (``None`` = these defaults; pass a bool to force)."""
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    persistent = num_workers > 0 if persistent_workers is None else persistent_workers
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
         pin_memory=pin,
-        persistent_workers=num_workers > 0,
+        persistent_workers=persistent and num_workers > 0,
         drop_last=drop_last,
         generator=generator,
     )
@@ -94,6 +98,10 @@ class ClassificationDataModule(LightningDataModule):
         augment: ``BatchAugment`` settings applied to training batches on the device.
         output_dir: where ``split.json`` is written (the run directory).
         stats_cache_dir: where per-split mean/std are cached.
+        pin_memory, persistent_workers: DataLoader settings (``None``: pinned memory when a GPU
+            is present, persistent workers when ``num_workers > 0``).
+        cache: decode every image once into a memory-mapped uint8 cache (``data/cache.py``).
+        cache_dir: folder of that cache (the app passes ``paths.cache_dir/images``).
     """
 
     def __init__(
@@ -111,6 +119,9 @@ class ClassificationDataModule(LightningDataModule):
         output_dir: str | None = None,
         stats_cache_dir: str | None = None,
         pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        cache: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if normalization not in {"train", "imagenet"}:
@@ -130,6 +141,11 @@ class ClassificationDataModule(LightningDataModule):
         self.output_dir = output_dir
         self.stats_cache_dir = stats_cache_dir
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.cache = cache
+        self.cache_dir = cache_dir
+        # torch.channels_last when extras.channels_last is set (utils/speed.py)
+        self.memory_format = torch.contiguous_format
         self.dataset: Any = None
         self.subsets: dict[str, Subset] = {}
         self.batch_transform: BatchTransform | None = None
@@ -138,7 +154,12 @@ class ClassificationDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
-        self.dataset = self.dataset_factory(image_size=self.image_size)
+        self.dataset = maybe_cached(
+            self.dataset_factory(image_size=self.image_size),
+            self.cache_dir,
+            self.cache,
+            num_workers=self.num_workers,
+        )
         indices = self._split_indices()
         self.subsets = {name: Subset(self.dataset, idx.tolist()) for name, idx in indices.items()}
         self.split_indices = indices
@@ -238,16 +259,27 @@ class ClassificationDataModule(LightningDataModule):
             self.num_workers,
             self.pin_memory,
             drop_last=len(self.subsets["train"]) > self.batch_size,
+            persistent_workers=self.persistent_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(
-            self.subsets["val"], self.eval_batch_size, False, self.num_workers, self.pin_memory
+            self.subsets["val"],
+            self.eval_batch_size,
+            False,
+            self.num_workers,
+            self.pin_memory,
+            persistent_workers=self.persistent_workers,
         )
 
     def test_dataloader(self) -> DataLoader:
         return make_loader(
-            self.subsets["test"], self.eval_batch_size, False, self.num_workers, self.pin_memory
+            self.subsets["test"],
+            self.eval_batch_size,
+            False,
+            self.num_workers,
+            self.pin_memory,
+            persistent_workers=self.persistent_workers,
         )
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
@@ -256,5 +288,5 @@ class ClassificationDataModule(LightningDataModule):
             training = self.trainer is not None and self.trainer.training
             batch["image"] = self.batch_transform.to(batch["image"].device)(
                 batch["image"], train=training
-            )
+            ).contiguous(memory_format=self.memory_format)
         return batch
