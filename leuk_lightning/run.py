@@ -106,7 +106,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
         ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        # our own checkpoints hold config objects (partials): not loadable with weights_only
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     best = best_checkpoint(trainer)
     if cfg.get("test", True):
@@ -148,6 +149,7 @@ def write_results(cfg: DictConfig, metrics: dict[str, Any], loggers: list[Logger
         "paper": OmegaConf.to_container(cfg.paper, resolve=True) if cfg.get("paper") else None,
     }
     atomic_write_json(out / "results.json", record)
+    log.info("Results written to %s", out / "results.json")
     cm = metrics.get("confusion_matrix")
     if cm is not None:
         names = metrics.get("class_names") or [str(i) for i in range(len(cm))]

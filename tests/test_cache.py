@@ -134,7 +134,9 @@ def test_datamodule_uses_the_cache_when_configured(tmp_path, demo_data, enabled)
     )
     cache_dir = tmp_path / "img_cache"
     dm = hydra.utils.instantiate(cfg.data, output_dir=str(tmp_path), cache_dir=str(cache_dir))
-    dm.setup()
+    rng = torch.get_rng_state()
+    dm.setup()  # builds the cache and the statistics: the run's random stream stays untouched
+    assert torch.equal(rng, torch.get_rng_state())
     assert isinstance(dm.dataset, C.CachedDataset) is enabled
     assert bool(list(cache_dir.glob("AllIdb2Dataset-16px-*.npy"))) is enabled
     batch = next(iter(dm.train_dataloader()))

@@ -154,7 +154,10 @@ class CachedDataset(Dataset):
         try:
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             loader = DataLoader(
-                _Decode(self.dataset), batch_size=None, num_workers=self.num_workers
+                _Decode(self.dataset),
+                batch_size=None,
+                num_workers=self.num_workers,
+                generator=torch.Generator(),  # leaves the global RNG (and the run) untouched
             )
             columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
             with Progress(

@@ -154,6 +154,12 @@ class ClassificationDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
+        # building the image cache or the statistics runs DataLoaders, which draw seeds from the
+        # global RNG: keep it untouched so a run's random stream never depends on cache state
+        with torch.random.fork_rng(devices=[]):
+            self._setup_data()
+
+    def _setup_data(self) -> None:
         self.dataset = maybe_cached(
             self.dataset_factory(image_size=self.image_size),
             self.cache_dir,

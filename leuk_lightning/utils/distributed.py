@@ -73,15 +73,19 @@ def ddp_job(cfg: DictConfig | None = None) -> Iterator[None]:
     if is_ddp_child():
         yield
         return
-    from lightning.fabric.strategies.launchers import subprocess_script
+    from lightning.fabric.strategies.launchers import subprocess_script as fabric_launcher
+    from lightning.pytorch.strategies.launchers import subprocess_script as pl_launcher
 
     saved_env = {k: os.environ.get(k) for k in LAUNCH_ENV}
-    original = subprocess_script._hydra_subprocess_cmd
-    subprocess_script._hydra_subprocess_cmd = _subprocess_cmd
+    modules = (fabric_launcher, pl_launcher)  # each holds its own reference to the function
+    originals = [m._hydra_subprocess_cmd for m in modules]
+    for m in modules:
+        m._hydra_subprocess_cmd = _subprocess_cmd
     try:
         yield
     finally:
-        subprocess_script._hydra_subprocess_cmd = original
+        for m, original in zip(modules, originals):
+            m._hydra_subprocess_cmd = original
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         for key, value in saved_env.items():
