@@ -47,7 +47,8 @@ def main() -> None:
         work = root / f"cache_{cache}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        times[cache] = run([*demo, f"data.cache={cache}"], work, dict(env, LEUK_ROOT=str(work)))
+        flags = [f"data.cache={cache}", f"pretrain.data.cache={cache}"]
+        times[cache] = run([*demo, *flags], work, dict(env, LEUK_ROOT=str(work)))
     print(f"machine: {machine()}")
     print(f"demo ({args.experiment} debug=demo), image cache off: {times['false']:.1f} s")
     print(f"demo ({args.experiment} debug=demo), image cache on:  {times['true']:.1f} s")
