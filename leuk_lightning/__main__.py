@@ -31,10 +31,10 @@ def user_error(exc: BaseException) -> LeukError | None:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra entry point: one job of a run or of a sweep."""
-    from leuk_lightning.run import run_pipeline
+    from leuk_lightning.run import run_job
 
     try:
-        metrics = run_pipeline(cfg)
+        metrics = run_job(cfg)
     except Exception as exc:
         err = user_error(exc)
         if err is None:

@@ -37,7 +37,16 @@ _TRAINER_KEYS = (
     "deterministic",
 )
 # data settings that only change speed
-_DATA_SPEED_KEYS = ("num_workers", "pin_memory", "eval_batch_size", "output_dir", "stats_cache_dir")
+_DATA_SPEED_KEYS = (
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "eval_batch_size",
+    "output_dir",
+    "stats_cache_dir",
+    "cache",
+    "cache_dir",
+)
 
 
 def stage_config(cfg: DictConfig, key: str) -> DictConfig:

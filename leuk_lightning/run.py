@@ -17,7 +17,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from leuk_lightning.errors import ConfigError
 from leuk_lightning.utils.config import apply_debug_last, resolved_dict
+from leuk_lightning.utils.distributed import ddp_job, trainer_overrides
 from leuk_lightning.utils.io import AtomicCheckpointIO, atomic_write_json, atomic_write_text
+from leuk_lightning.utils.speed import apply_speed_options
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +64,25 @@ def apply_extras(cfg: DictConfig) -> None:
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate everything of one run; returns a dict of the objects (used by tests too)."""
     output_dir = str(cfg.paths.output_dir)
-    datamodule = hydra.utils.instantiate(
-        cfg.data,
-        output_dir=output_dir,
-        **(
-            {"stats_cache_dir": str(Path(cfg.paths.cache_dir) / "stats")}
-            if "stats_cache_dir" not in cfg.data
-            else {}
-        ),
-    )
+    cache_dirs = {
+        key: str(Path(cfg.paths.cache_dir) / sub)
+        for key, sub in (("stats_cache_dir", "stats"), ("cache_dir", "images"))
+        if key not in cfg.data
+    }
+    datamodule = hydra.utils.instantiate(cfg.data, output_dir=output_dir, **cache_dirs)
     datamodule.prepare_data()
     model_kwargs = datamodule.model_kwargs()
     net = hydra.utils.instantiate(cfg.model, **model_kwargs)
     module = hydra.utils.instantiate(cfg.regime, net=net, **datamodule.regime_kwargs())
+    apply_speed_options(module, datamodule, cfg.get("extras"), cfg.trainer)
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        **trainer_overrides(cfg.trainer),
     )
     return {
         "datamodule": datamodule,
@@ -102,7 +106,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
         ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        # our own checkpoints hold config objects (partials): not loadable with weights_only
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     best = best_checkpoint(trainer)
     if cfg.get("test", True):
@@ -144,6 +149,7 @@ def write_results(cfg: DictConfig, metrics: dict[str, Any], loggers: list[Logger
         "paper": OmegaConf.to_container(cfg.paper, resolve=True) if cfg.get("paper") else None,
     }
     atomic_write_json(out / "results.json", record)
+    log.info("Results written to %s", out / "results.json")
     cm = metrics.get("confusion_matrix")
     if cm is not None:
         names = metrics.get("class_names") or [str(i) for i in range(len(cm))]
@@ -170,3 +176,10 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
         with open_dict(cfg):
             cfg.model.init_from = checkpoint
     return run(cfg)
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """One Hydra job (of a run or a sweep): :func:`run_pipeline` inside :func:`ddp_job`, so DDP
+    children re-run this job's own config in its directory and a sweep's next job starts clean."""
+    with ddp_job(cfg):
+        return run_pipeline(cfg)

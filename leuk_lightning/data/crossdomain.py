@@ -60,6 +60,8 @@ class CrossDomainDataModule(LightningDataModule):
         augment: ``BatchAugment`` settings, applied (independently) to both domains' batches.
         epoch_length: ``target`` | ``source`` | ``max_size_cycle`` | ``min_size`` (see above).
         output_dir: run directory where both splits are written.
+        pin_memory, persistent_workers, cache, cache_dir: as in ``ClassificationDataModule``
+            (each domain's images are decoded once into the memory-mapped cache).
     """
 
     def __init__(
@@ -82,6 +84,9 @@ class CrossDomainDataModule(LightningDataModule):
         output_dir: str | None = None,
         stats_cache_dir: str | None = None,
         pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
+        cache: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         # datamodules.py re-exports this class, so its names are imported here, not at the top
         from leuk_lightning.data.datamodules import ClassificationDataModule, plain
@@ -104,6 +109,9 @@ class CrossDomainDataModule(LightningDataModule):
             output_dir=None,  # this module writes both splits under their own names
             stats_cache_dir=stats_cache_dir,
             pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            cache=cache,
+            cache_dir=cache_dir,
         )
         self.domains: dict[str, ClassificationDataModule] = {
             "source": ClassificationDataModule(

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from leuk_lightning.data import splits as S
 from leuk_lightning.data import stats
+from leuk_lightning.data.cache import maybe_cached
 from leuk_lightning.data.transforms import BatchAugment, BatchTransform, Normalize
 from leuk_lightning.errors import ConfigError
 
@@ -69,16 +70,19 @@ def make_loader(
     pin_memory: bool | None = None,
     drop_last: bool = False,
     generator: torch.Generator | None = None,
+    persistent_workers: bool | None = None,
 ) -> DataLoader:
-    """A DataLoader with sensible defaults (persistent workers, pinned memory on GPU)."""
+    """A DataLoader with sensible defaults: pinned memory when a GPU is present, persistent
+    workers when there are workers (``None`` = these defaults; pass a bool to force)."""
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    persistent = num_workers > 0 if persistent_workers is None else persistent_workers
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
         pin_memory=pin,
-        persistent_workers=num_workers > 0,
+        persistent_workers=persistent and num_workers > 0,
         drop_last=drop_last,
         generator=generator,
     )
@@ -166,6 +170,10 @@ class ClassificationDataModule(LightningDataModule):
             validation dataset.
         test_dataset: optional partial of a separate test dataset; without ``val_dataset`` the
             split ``fractions`` (train/val) divide ``dataset``.
+        pin_memory, persistent_workers: DataLoader settings (``None``: pinned memory when a GPU
+            is present, persistent workers when ``num_workers > 0``).
+        cache: decode every image once into a memory-mapped uint8 cache (``data/cache.py``).
+        cache_dir: folder of that cache (the app passes ``paths.cache_dir/images``).
     """
 
     def __init__(
@@ -185,6 +193,9 @@ class ClassificationDataModule(LightningDataModule):
         pin_memory: bool | None = None,
         val_dataset: Callable[..., Dataset] | None = None,
         test_dataset: Callable[..., Dataset] | None = None,
+        persistent_workers: bool | None = None,
+        cache: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if normalization not in {"train", "imagenet"}:
@@ -209,6 +220,11 @@ class ClassificationDataModule(LightningDataModule):
             for name, factory in (("val", val_dataset), ("test", test_dataset))
             if factory is not None
         }
+        self.persistent_workers = persistent_workers
+        self.cache = cache
+        self.cache_dir = cache_dir
+        # torch.channels_last when extras.channels_last is set (utils/speed.py)
+        self.memory_format = torch.contiguous_format
         self.dataset: Any = None
         self.subsets: dict[str, Subset] = {}
         self.batch_transform: BatchTransform | None = None
@@ -217,7 +233,13 @@ class ClassificationDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
-        self.dataset = self.dataset_factory(image_size=self.image_size)
+        # building the image cache or the statistics runs DataLoaders, which draw seeds from the
+        # global RNG: keep it untouched so a run's random stream never depends on cache state
+        with torch.random.fork_rng(devices=[]):
+            self._setup_data()
+
+    def _setup_data(self) -> None:
+        self.dataset = self._build(self.dataset_factory)
         if self.external_factories:
             indices = self._external_subsets()
         else:
@@ -230,6 +252,15 @@ class ClassificationDataModule(LightningDataModule):
         self.mean, self.std = mean, std
         self.batch_transform = build_batch_transform(mean, std, self.augment_cfg)
         self._warn_empty_classes(indices["train"])
+
+    def _build(self, factory: Callable[..., Dataset]) -> Any:
+        """A dataset at ``image_size``, behind the decoded-image cache when enabled."""
+        return maybe_cached(
+            factory(image_size=self.image_size),
+            self.cache_dir,
+            self.cache,
+            num_workers=self.num_workers,
+        )
 
     def _split_indices(self) -> dict[str, Any]:
         labels = self.dataset.labels
@@ -265,10 +296,7 @@ class ClassificationDataModule(LightningDataModule):
 
     def _external_subsets(self) -> dict[str, Any]:
         """Subsets when validation and/or test data come from their own datasets."""
-        external = {
-            name: factory(image_size=self.image_size)
-            for name, factory in self.external_factories.items()
-        }
+        external = {name: self._build(factory) for name, factory in self.external_factories.items()}
         if "val" in external:
             indices: dict[str, Any] = {"train": np.arange(len(self.dataset))}
         else:  # only a separate test set: train/val from the split fractions
@@ -384,16 +412,27 @@ class ClassificationDataModule(LightningDataModule):
             self.num_workers,
             self.pin_memory,
             drop_last=len(self.subsets["train"]) > self.batch_size,
+            persistent_workers=self.persistent_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(
-            self.subsets["val"], self.eval_batch_size, False, self.num_workers, self.pin_memory
+            self.subsets["val"],
+            self.eval_batch_size,
+            False,
+            self.num_workers,
+            self.pin_memory,
+            persistent_workers=self.persistent_workers,
         )
 
     def test_dataloader(self) -> DataLoader:
         return make_loader(
-            self.subsets["test"], self.eval_batch_size, False, self.num_workers, self.pin_memory
+            self.subsets["test"],
+            self.eval_batch_size,
+            False,
+            self.num_workers,
+            self.pin_memory,
+            persistent_workers=self.persistent_workers,
         )
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
@@ -402,7 +441,7 @@ class ClassificationDataModule(LightningDataModule):
             training = self.trainer is not None and self.trainer.training
             batch["image"] = self.batch_transform.to(batch["image"].device)(
                 batch["image"], train=training
-            )
+            ).contiguous(memory_format=self.memory_format)
         return batch
 
 

@@ -88,6 +88,7 @@ class ClassifierModule(LightningModule):
         self.test_metrics = self._metrics("test/", valid)
         self.test_confusion = M.confusion_matrix_metric(num_classes, multilabel)
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        self.val_best.persistent(True)  # in checkpoints: a resumed run keeps its best so far
         self.test_results: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- helpers
@@ -158,7 +159,8 @@ class ClassifierModule(LightningModule):
 
     # --------------------------------------------------------------- lightning
     def on_train_start(self) -> None:
-        self.val_best.reset()
+        if self.trainer.ckpt_path is None:  # resuming (ckpt_path=last) keeps the restored best
+            self.val_best.reset()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, _, _ = self._step(batch, self.train_metrics, "train")
