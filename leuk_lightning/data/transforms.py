@@ -1,0 +1,141 @@
+"""Batched, per-sample augmentation and normalisation on the device.
+
+torchvision.transforms.v2 draws ONE set of random parameters per call, so applied to a batch
+tensor it flips or rotates every image the same way. The papers' augmentation (random flips,
+rotations, translations) needs independent draws per image; ``BatchAugment`` does that for a
+whole batch with a single ``affine_grid``/``grid_sample`` call, on whatever device the batch is
+on, and fuses the uint8 -> float conversion and the normalisation into the same step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Normalize(nn.Module):
+    """uint8 [0, 255] (or float [0, 1]) images -> (x - mean) / std, per channel."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = images.float()
+        if images.dtype == torch.uint8:
+            x = x / 255.0
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+
+class BatchAugment(nn.Module):
+    """Random flips, rotation and translation, drawn independently for every image of a batch.
+
+    Args:
+        hflip: probability of a horizontal flip.
+        vflip: probability of a vertical flip.
+        rotation: rotations uniform in [-rotation/2, rotation/2) degrees; 360 means any angle.
+        right_angles: rotate by a random multiple of 90 degrees instead (lossless).
+        translate: maximum shift as a fraction of the image size, per axis.
+        center_crop: crop this many pixels (square) from the centre after the geometric
+            transform, the crop of Prellberg & Kramer (300 of 450 px); ``None`` keeps the size.
+        fill: value of pixels that come from outside the image (0: black, as C-NMC crops).
+    """
+
+    def __init__(
+        self,
+        hflip: float = 0.0,
+        vflip: float = 0.0,
+        rotation: float = 0.0,
+        right_angles: bool = False,
+        translate: float = 0.0,
+        center_crop: int | None = None,
+        fill: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.hflip, self.vflip = hflip, vflip
+        self.rotation, self.right_angles = rotation, right_angles
+        self.translate, self.center_crop, self.fill = translate, center_crop, fill
+
+    def _affine(self, b: int, device: torch.device, gen: torch.Generator | None) -> Tensor | None:
+        if self.rotation <= 0 and not self.right_angles and self.translate <= 0:
+            return None
+        if self.right_angles:
+            angle = torch.randint(0, 4, (b,), device=device, generator=gen).float() * (math.pi / 2)
+        else:
+            u = torch.rand(b, device=device, generator=gen)
+            angle = (u - 0.5) * math.radians(self.rotation)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.zeros(b, 2, 3, device=device)
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+        if self.translate > 0:
+            shift = (torch.rand(b, 2, device=device, generator=gen) * 2 - 1) * self.translate * 2
+            theta[:, :, 2] = shift  # normalised coordinates span 2 units per image side
+        return theta
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augment a float batch ``[B, C, H, W]`` (any value range)."""
+        b = images.shape[0]
+        x = images
+        if self.hflip > 0:
+            flip = torch.rand(b, device=x.device, generator=generator) < self.hflip
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        if self.vflip > 0:
+            flip = torch.rand(b, device=x.device, generator=generator) < self.vflip
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-2), x)
+        theta = self._affine(b, x.device, generator)
+        if theta is not None:
+            if self.right_angles and self.translate <= 0:
+                k = torch.round(torch.atan2(theta[:, 1, 0], theta[:, 0, 0]) / (math.pi / 2)) % 4
+                x = torch.stack([torch.rot90(img, int(r), dims=(-2, -1)) for img, r in zip(x, k)])
+            else:
+                grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+                x = (
+                    F.grid_sample(
+                        x - self.fill,
+                        grid,
+                        mode="bilinear",
+                        padding_mode="zeros",
+                        align_corners=False,
+                    )
+                    + self.fill
+                )
+        if self.center_crop is not None:
+            x = center_crop(x, self.center_crop)
+        return x
+
+
+def center_crop(images: Tensor, size: int) -> Tensor:
+    """Crop a square of ``size`` pixels from the centre of a batch."""
+    h, w = images.shape[-2:]
+    if size > min(h, w):
+        raise ValueError(f"center crop {size} px is larger than the {h}x{w} images")
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+class BatchTransform(nn.Module):
+    """The full on-device pipeline: uint8 batch -> (augment when training) -> normalised float."""
+
+    def __init__(
+        self,
+        normalize: Normalize,
+        augment: BatchAugment | None = None,
+        eval_center_crop: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.augment = augment
+        self.eval_center_crop = eval_center_crop
+
+    def forward(self, images: Tensor, train: bool) -> Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if train and self.augment is not None:
+            x = self.augment(x)
+        elif self.eval_center_crop is not None:
+            x = center_crop(x, self.eval_center_crop)
+        return self.normalize(x)
