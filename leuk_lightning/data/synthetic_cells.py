@@ -5,7 +5,8 @@ several white cells at random, non-overlapping places, drawn by the same rendere
 classification look-alikes: ``all`` cells are blasts (large, light nucleus), ``hem`` cells
 normal lymphocytes (smaller, dark lobed nucleus). Each image has a *dominant* class (half the
 images each, as the paper's 150 + 150 selection) that most of its cells belong to; the rest
-are of the other class, so the detector must localise and classify every cell.
+are of the other class (always fewer: the dominant class is a strict majority), so the
+detector must localise and classify every cell.
 The ground-truth box of a cell is the bounding box of the pixels its drawing changed.
 """
 
@@ -46,7 +47,8 @@ def write_cells_voc(
     """Write ``root/images/cell_NNNN.png`` + ``root/annotations/cell_NNNN.xml``; returns root.
 
     ``cells_per_image`` is the inclusive range of cells per picture; each cell belongs to the
-    picture's dominant class with probability ``dominant_share``. Deterministic for ``seed``.
+    picture's dominant class with probability ``dominant_share``, capped so that the dominant
+    class keeps a strict majority. Deterministic for ``seed``.
     """
     if n_images < 1 or size < 32:
         raise ConfigError(f"write_cells_voc needs n_images >= 1 and size >= 32 (got {size})")
@@ -62,8 +64,14 @@ def write_cells_voc(
         canvas = _smear_background(pix, size, size)
         objects: list[VocObject] = []
         taken: list[tuple[int, int, int, int]] = []
-        for _ in range(int(rng.integers(lo, hi + 1))):
-            cls = int(dom) if rng.random() < dominant_share else 1 - int(dom)
+        n_cells = int(rng.integers(lo, hi + 1))
+        n_other = min(int((rng.random(n_cells) >= dominant_share).sum()), (n_cells - 1) // 2)
+        n_placed = [0, 0]  # dominant, other
+        for j in range(n_cells):
+            other = j >= n_cells - n_other  # dominant cells first, so they are placed
+            if other and n_placed[1] + 1 >= n_placed[0]:
+                continue  # keep the dominant class a strict majority
+            cls = 1 - int(dom) if other else int(dom)
             patch = int(size * rng.uniform(0.26, 0.36))
             for _attempt in range(30):
                 x0 = int(rng.integers(0, size - patch + 1))
@@ -81,6 +89,7 @@ def write_cells_voc(
                 continue
             box = (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1)
             taken.append((x0, y0, x0 + patch, y0 + patch))
+            n_placed[int(other)] += 1
             objects.append(VocObject(CELL_CLASSES[cls], *(int(v) for v in box)))
         canvas += pix.normal(0, 2.0, canvas.shape).astype(np.float32)
         name = f"cell_{i:0{width}d}"

@@ -195,6 +195,11 @@ def create_detector(
         raise ConfigError(f"model.arch={arch!r} is not known; use one of {list(ARCHS)}")
     if num_classes < 1:
         raise ConfigError(f"a detector needs at least one class (num_classes={num_classes})")
+    if arch == "fcos" and fpn_channels % 32:
+        raise ConfigError(
+            f"model.fpn_channels={fpn_channels} must be a multiple of 32 for FCOS "
+            "(its head normalises with GroupNorm of 32 groups)"
+        )
     body = create_backbone(
         backbone,
         pretrained=pretrained and not weights_file,
