@@ -312,7 +312,9 @@ class _VideoOut:
                 self.tmp.unlink(missing_ok=True)
 
 
-def _rows(source: Source, frame: int | None, det: dict[str, np.ndarray], names: list[str]):
+def _rows(
+    source: Source, frame: int | None, det: dict[str, np.ndarray], names: list[str]
+) -> Iterator[list[Any]]:
     for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
         yield [
             source.name,
@@ -391,7 +393,13 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
             if video is not None:
                 video.close(ok)
 
-    def _flush(source, batch, writer, stats, video) -> None:  # noqa: ANN001
+    def _flush(
+        source: Source,
+        batch: list[tuple[int, np.ndarray]],
+        writer: Any,
+        stats: dict[str, int],
+        video: _VideoOut | None,
+    ) -> None:
         dets = detect_frames(detector, [f for _, f in batch], threshold)
         for (index, frame), det in zip(batch, dets):
             rows = list(_rows(source, index, det, names))

@@ -254,6 +254,24 @@ def test_trainable_layers_freeze_early_stages_and_weights_file(tmp_path):
         create_detector(3, backbone="test_resnet", fpn_channels=32, weights_file=str(ckpt))
 
 
+def test_backbone_weights_from_a_local_timm_file(tmp_path):
+    from leuk_lightning.models import create_classifier
+
+    src = create_classifier("test_resnet", num_classes=1000)
+    weights = tmp_path / "test_resnet.pth"
+    torch.save(src.state_dict(), weights)
+    net = create_detector(
+        2, backbone="test_resnet", fpn_channels=32, pretrained=True, pretrained_file=str(weights)
+    )
+    body = net.model.backbone.body
+    assert torch.equal(body.conv1[0].weight, src.conv1[0].weight)
+    assert torch.equal(body.layer4[0].conv1.weight, src.layer4[0].conv1.weight)
+    with pytest.raises(ConfigError, match="pretrained_file"):
+        create_detector(2, backbone="test_resnet", fpn_channels=32, pretrained=True)
+    with pytest.raises(ConfigError, match="model.arch='yolo'"):
+        create_detector(2, arch="yolo")
+
+
 def test_a_few_training_steps_on_demo_voc_lower_the_loss(tmp_path, demo_data):
     import hydra
 
