@@ -6,7 +6,8 @@
         [device=auto|cpu|cuda] [max_frames=N]
 
 The detector is rebuilt from the run's ``.hydra/config.yaml`` (found next to the checkpoint
-or above it) with the checkpoint's weights and class names; pictures are resized as in
+or above it; ``debug=...`` re-applied as the entry point does) with the checkpoint's weights
+and class names; pictures are resized as in
 training (``data.image_size``) and boxes are mapped back to the input's pixels.
 
 The CSV has one row per detection: ``source`` (file, or ``camera:<i>``), ``frame`` (0-based
@@ -42,6 +43,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from leuk_lightning.data.datasets._common import is_ignored_name, natural_key
 from leuk_lightning.errors import ConfigError, DataError, LeukError
+from leuk_lightning.utils.config import apply_debug_last
 from leuk_lightning.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,18 @@ def find_run_config(ckpt_path: Path) -> Path:
     )
 
 
+def run_config(config_yaml: Path) -> DictConfig:
+    """The config the run really used: ``.hydra/config.yaml`` is saved before the entry point
+    re-applies ``debug=...`` on top of the experiment (``apply_debug_last``), so that step is
+    repeated here from the run's ``.hydra/hydra.yaml`` (its debug choice and overrides)."""
+    cfg = OmegaConf.load(config_yaml)
+    hydra_yaml = config_yaml.parent / "hydra.yaml"
+    if hydra_yaml.is_file():
+        cfg = OmegaConf.merge(cfg, OmegaConf.load(hydra_yaml))
+        apply_debug_last(cfg)
+    return cfg
+
+
 @dataclass
 class LoadedDetector:
     """A detector ready for inference with what is needed to feed it and name its classes."""
@@ -123,7 +137,7 @@ def load_detector(ckpt_path: str | os.PathLike[str], device: str = "auto") -> Lo
     ckpt_file = Path(ckpt_path).expanduser()
     if not ckpt_file.is_file():
         raise ConfigError(f"ckpt_path={ckpt_file}: checkpoint file not found")
-    run_cfg = OmegaConf.load(find_run_config(ckpt_file))
+    run_cfg = run_config(find_run_config(ckpt_file))
     ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
     hparams = ckpt.get("hyper_parameters") or {}
     class_names = list(hparams.get("class_names") or [])

@@ -409,6 +409,8 @@ def test_detect_on_a_folder_writes_rows_and_annotated_images(trained_run, demo_d
         shutil.copy(demo_data / "demo" / "cells_voc" / "images" / name, folder / name)
     (folder / "notes.txt").write_text("not an image")
     ckpt = json.loads((trained_run / "results.json").read_text())["metrics"]["best_checkpoint"]
+    # the run's debug=demo size (64), not the experiment's 448 that .hydra/config.yaml holds
+    assert D.load_detector(ckpt).image_size == 64
     out = tmp_path / "det.csv"
     args = [f"ckpt_path={ckpt}", f"input={folder}", f"output={out}", "score_threshold=0.0"]
     assert D.main([*args, "annotate=true"]) == 0
