@@ -221,7 +221,7 @@ def test_augmentation_moves_boxes_with_the_image():
 @pytest.mark.parametrize("arch", ["fcos", "retinanet", "faster_rcnn"])
 def test_detector_factory_archs_train_and_predict(arch):
     net = create_detector(
-        2, arch=arch, backbone="test_resnet", fpn_channels=32, image_size=64, anchor_scale=2
+        2, arch=arch, backbone="test_resnet", fpn_channels=64, image_size=64, anchor_scale=2
     )
     images = [torch.rand(3, 64, 64) for _ in range(2)]
     targets = [{"boxes": torch.tensor([[4.0, 4.0, 20.0, 22.0]]), "labels": torch.tensor([1])}] * 2
@@ -234,24 +234,24 @@ def test_detector_factory_archs_train_and_predict(arch):
     assert len(out) == 2 and set(out[0]) == {"boxes", "scores", "labels"}
     assert out[0]["labels"].numel() == 0 or int(out[0]["labels"].max()) <= 1
     if arch == "fcos":
-        with pytest.raises(ConfigError, match="multiple of 32"):
+        with pytest.raises(ConfigError, match="multiple of 32 and at least 64"):
             create_detector(2, arch=arch, backbone="test_resnet", fpn_channels=16)
 
 
 def test_trainable_layers_freeze_early_stages_and_weights_file(tmp_path):
-    net = create_detector(2, backbone="test_resnet", fpn_channels=32, trainable_layers=2)
+    net = create_detector(2, backbone="test_resnet", fpn_channels=64, trainable_layers=2)
     body = net.model.backbone.body
     frozen = {n.split(".")[0] for n, p in body.named_parameters() if not p.requires_grad}
     trained = {n.split(".")[0] for n, p in body.named_parameters() if p.requires_grad}
     assert frozen == {"conv1", "bn1", "layer1", "layer2"} and trained == {"layer3", "layer4"}
     ckpt = tmp_path / "det.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, ckpt)
-    again = create_detector(2, backbone="test_resnet", fpn_channels=32, weights_file=str(ckpt))
+    again = create_detector(2, backbone="test_resnet", fpn_channels=64, weights_file=str(ckpt))
     assert all(
         torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values())
     )
     with pytest.raises(ConfigError, match="does not match"):
-        create_detector(3, backbone="test_resnet", fpn_channels=32, weights_file=str(ckpt))
+        create_detector(3, backbone="test_resnet", fpn_channels=64, weights_file=str(ckpt))
 
 
 def test_backbone_weights_from_a_local_timm_file(tmp_path):
@@ -261,13 +261,13 @@ def test_backbone_weights_from_a_local_timm_file(tmp_path):
     weights = tmp_path / "test_resnet.pth"
     torch.save(src.state_dict(), weights)
     net = create_detector(
-        2, backbone="test_resnet", fpn_channels=32, pretrained=True, pretrained_file=str(weights)
+        2, backbone="test_resnet", fpn_channels=64, pretrained=True, pretrained_file=str(weights)
     )
     body = net.model.backbone.body
     assert torch.equal(body.conv1[0].weight, src.conv1[0].weight)
     assert torch.equal(body.layer4[0].conv1.weight, src.layer4[0].conv1.weight)
     with pytest.raises(ConfigError, match="pretrained_file"):
-        create_detector(2, backbone="test_resnet", fpn_channels=32, pretrained=True)
+        create_detector(2, backbone="test_resnet", fpn_channels=64, pretrained=True)
     with pytest.raises(ConfigError, match="model.arch='yolo'"):
         create_detector(2, arch="yolo")
 

@@ -195,10 +195,11 @@ def create_detector(
         raise ConfigError(f"model.arch={arch!r} is not known; use one of {list(ARCHS)}")
     if num_classes < 1:
         raise ConfigError(f"a detector needs at least one class (num_classes={num_classes})")
-    if arch == "fcos" and fpn_channels % 32:
+    if arch == "fcos" and (fpn_channels % 32 or fpn_channels < 64):
         raise ConfigError(
-            f"model.fpn_channels={fpn_channels} must be a multiple of 32 for FCOS "
-            "(its head normalises with GroupNorm of 32 groups)"
+            f"model.fpn_channels={fpn_channels} must be a multiple of 32 and at least 64 for "
+            "FCOS (its head normalises with GroupNorm of 32 groups, which fails on the 1x1 top "
+            "levels of small pictures with one channel per group)"
         )
     body = create_backbone(
         backbone,
