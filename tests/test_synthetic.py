@@ -194,6 +194,7 @@ def test_ensure_demo_data_builds_once_and_recovers(tmp_path: Path) -> None:
         "all_idb2": tmp_path / "demo" / "ALL_IDB2",
         "adp": tmp_path / "demo" / "ADP",
         "cnmc": tmp_path / "demo" / "C-NMC_Leukemia",
+        "cells_voc": tmp_path / "demo" / "cells_voc",
     }
     assert len(AllIdb2Dataset(roots["all_idb2"])) == 260
     adp = AdpDataset(roots["adp"], level=3)

@@ -36,7 +36,7 @@ from leuk_lightning.data.datasets.cnmc import CNMC_FINAL_DIR, CNMC_PRELIM_CSV, C
 from leuk_lightning.errors import ConfigError
 
 DEMO_MARKER = ".complete.json"
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 #: slide names in the style of the real ADP release (sorted order differs from this order)
 ADP_SLIDE_NAMES = [
     "001", "59", "119_R01", "HE#2", "PP7", "BC38_R02", "P11_R03", "133_R01", "PP2_S08_R01",
@@ -442,7 +442,12 @@ def write_cnmc(
 # ------------------------------------------------------------------------------------------
 # demo data
 
-DEMO_NAMES = {"all_idb2": "ALL_IDB2", "adp": "ADP", "cnmc": "C-NMC_Leukemia"}
+DEMO_NAMES = {
+    "all_idb2": "ALL_IDB2",
+    "adp": "ADP",
+    "cnmc": "C-NMC_Leukemia",
+    "cells_voc": "cells_voc",
+}
 
 
 def _demo_complete(demo: Path, size: int) -> bool:
@@ -457,7 +462,8 @@ def ensure_demo_data(data_dir: str | os.PathLike[str], size: int = 64) -> dict[s
     """Create (once) the demo datasets under ``data_dir/demo`` and return their roots.
 
     Keys: ``all_idb2`` (ALL_IDB2, 260 crops), ``adp`` (ADP, 20 slides x 15 patches with a
-    release split), ``cnmc`` (C-NMC_Leukemia, Kaggle layout, 10 subjects x 12 cells). The data
+    release split), ``cnmc`` (C-NMC_Leukemia, Kaggle layout, 10 subjects x 12 cells),
+    ``cells_voc`` (300 LabelImg VOC pictures of 2*size px, several cells each). The data
     is built in a temporary folder whose completion marker is written last, then renamed
     into place, so an interrupted build is redone and concurrent callers never see half a
     dataset. A demo built for another ``size`` is replaced.
@@ -490,6 +496,9 @@ def ensure_demo_data(data_dir: str | os.PathLike[str], size: int = 64) -> dict[s
             size=size,
             seed=2,
         )
+        from leuk_lightning.data.synthetic_cells import write_cells_voc  # (imports this module)
+
+        write_cells_voc(tmp / DEMO_NAMES["cells_voc"], n_images=300, size=2 * size, seed=3)
         (tmp / DEMO_MARKER).write_text(json.dumps({"version": DEMO_VERSION, "size": size}))
         if demo.exists() and not _demo_complete(demo, size):
             stale = data_path / f".demo.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"

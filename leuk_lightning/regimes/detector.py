@@ -1,0 +1,145 @@
+"""Detection regime (the YOLOv3 cell detector paper): train a torchvision detector on boxes and
+score it with torchmetrics ``MeanAveragePrecision``.
+
+The network (``leuk_lightning.models.detection.Detector``) returns its loss dict in training
+mode and its detections in eval mode; this module sums the losses, logs each term, and feeds the
+detections of the validation/test images to COCO-style mAP: ``map_50`` (mAP at IoU 0.5, the
+paper's metric and the monitored one), ``map`` (mAP@[.5:.95]), ``map_75`` and ``mar_100``.
+Batches are dicts of lists (``image`` uint8 [3,H,W], ``boxes`` [N,4] xyxy, ``labels`` [N]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MinMetric
+from torchmetrics.detection import MeanAveragePrecision
+
+#: scalar entries of MeanAveragePrecision's result that are logged (prefixed by the stage)
+MAP_KEYS = ("map", "map_50", "map_75", "mar_1", "mar_10", "mar_100")
+
+
+def detection_map(class_metrics: bool = False) -> MeanAveragePrecision:
+    """COCO mAP over xyxy pixel boxes (pycocotools backend, 101-point interpolation)."""
+    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=class_metrics)
+
+
+def to_float_images(images: Sequence[Tensor]) -> list[Tensor]:
+    """uint8 [0, 255] images -> float [0, 1] (what torchvision detectors expect)."""
+    return [img.float().div(255.0) if img.dtype == torch.uint8 else img.float() for img in images]
+
+
+class DetectorModule(LightningModule):
+    """Train/evaluate one detector; ``test_results`` holds the test mAPs (and per-class mAP)."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        num_classes: int = 2,
+        class_names: Sequence[str] | None = None,
+        monitor: str = "val/map_50",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.net = net
+        self.num_classes = num_classes
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.val_map = detection_map()
+        self.test_map = detection_map(class_metrics=True)
+        self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+        self.test_results: dict[str, Any] = {}
+
+    def forward(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
+        """Detections (``boxes`` xyxy, ``scores``, ``labels``) of uint8 or [0,1] images."""
+        return self.net(to_float_images(images))
+
+    @staticmethod
+    def targets(batch: dict[str, Any]) -> list[dict[str, Tensor]]:
+        return [
+            {"boxes": b.float().reshape(-1, 4), "labels": lab.long()}
+            for b, lab in zip(batch["boxes"], batch["labels"])
+        ]
+
+    # ----------------------------------------------------------------- training
+    def on_train_start(self) -> None:
+        self.val_best.reset()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        losses = self.net(to_float_images(batch["image"]), self.targets(batch))
+        loss = torch.stack(list(losses.values())).sum()
+        n = len(batch["image"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        for key, value in losses.items():
+            self.log(f"train/loss_{key}", value, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    # --------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: dict[str, Any], metric: MeanAveragePrecision) -> list[dict]:
+        preds = self(batch["image"])
+        metric.update([{k: v.detach() for k, v in p.items()} for p in preds], self.targets(batch))
+        return preds
+
+    def _log_map(self, metric: MeanAveragePrecision, stage: str) -> dict[str, Tensor]:
+        values = metric.compute()
+        metric.reset()
+        for k in MAP_KEYS:
+            if k in values:
+                self.log(f"{stage}/{k}", values[k].float(), prog_bar=k == "map_50", sync_dist=True)
+        return values
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_map)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_map(self.val_map, "val")
+        key = self.hparams.monitor.split("/", 1)[-1]
+        if key in values and not self.trainer.sanity_checking:
+            self.val_best(values[key].float())
+            self.log(
+                f"{self.hparams.monitor}_best",
+                self.val_best.compute(),
+                prog_bar=True,
+                sync_dist=True,
+            )
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Returns the batch's detections and targets for callbacks (``on_test_batch_end``)."""
+        preds = self._evaluate(batch, self.test_map)
+        return {"preds": preds, "targets": self.targets(batch), "path": batch.get("path")}
+
+    def on_test_epoch_end(self) -> None:
+        values = self._log_map(self.test_map, "test")
+        self.test_results = {f"test/{k}": float(values[k]) for k in MAP_KEYS if k in values}
+        per_class = values.get("map_per_class")
+        classes = values.get("classes")
+        if per_class is not None and classes is not None and per_class.numel() >= 1:
+            for cls, ap in zip(classes.reshape(-1).tolist(), per_class.reshape(-1).tolist()):
+                name = self.class_names[int(cls)] if int(cls) < len(self.class_names) else cls
+                self.test_results[f"test/map_{name}"] = float(ap)
+        self.test_results["class_names"] = self.class_names
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
+        return self(batch["image"])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.hparams.optimizer(params=params)
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": "epoch",
+                "frequency": 1,
+                "monitor": self.hparams.monitor,
+            },
+        }
