@@ -161,9 +161,27 @@ def write_results(cfg: DictConfig, metrics: dict[str, Any], loggers: list[Logger
     print_results(metrics, title=f"{cfg.task_name}: test results")
 
 
+def save_effective_config(cfg: DictConfig) -> None:
+    """Rewrite the run's ``.hydra/config.yaml`` with the config the run really uses.
+
+    Hydra saves the composed config before ``apply_debug_last`` lets ``debug=...`` win over
+    ``+experiment=...``; tools that rebuild a run from its directory (predict, explain, detect,
+    report) must see the effective values (e.g. the demo's 64 px, not the paper's 224 px).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or not HydraConfig.get().output_subdir:
+        return
+    hydra_cfg = HydraConfig.get()
+    path = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir / "config.yaml"
+    if path.is_file():
+        atomic_write_text(path, OmegaConf.to_yaml(cfg))
+
+
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     """Run the enabled pre-training stage (cached), then the main run initialised from it."""
     apply_debug_last(cfg)
+    save_effective_config(cfg)
     if cfg.get("demo_data"):
         from leuk_lightning.data.synthetic import ensure_demo_data
 

@@ -10,6 +10,7 @@ import hydra
 import pytest
 import torch
 from helpers import compose_config, run_app
+from omegaconf import OmegaConf
 
 from leuk_lightning.data.datamodules import class_weights_from_labels
 from leuk_lightning.errors import ConfigError
@@ -176,7 +177,9 @@ def test_demo_end_to_end_through_the_entry_point(tmp_path, demo_data):
         assert 0.0 <= record["metrics"][key] <= 1.0
     assert sum(map(sum, record["metrics"]["confusion_matrix"])) == 130  # 50 % of 260 cells
     run_dir = results[0].parent
-    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    # the saved config is the one the run used: debug=demo wins over the experiment's values
+    assert list(saved.tags) == ["demo"] and saved.trainer.max_epochs == 2
     assert (run_dir / "split.json").is_file() and (run_dir / "confusion_matrix.png").is_file()
     assert list((run_dir / "csv").rglob("metrics.csv"))
     assert "Confusion matrix" in proc.stdout and "test/acc" in proc.stdout
