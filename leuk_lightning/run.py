@@ -172,8 +172,7 @@ def save_effective_config(cfg: DictConfig) -> None:
 
     if not HydraConfig.initialized() or not HydraConfig.get().output_subdir:
         return
-    hydra_cfg = HydraConfig.get()
-    path = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir / "config.yaml"
+    path = Path(cfg.paths.output_dir) / HydraConfig.get().output_subdir / "config.yaml"
     if path.is_file():
         atomic_write_text(path, OmegaConf.to_yaml(cfg))
 
