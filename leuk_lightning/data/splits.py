@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
@@ -35,6 +34,7 @@ from sklearn.model_selection import (
 )
 
 from leuk_lightning.errors import ConfigError, DataError
+from leuk_lightning.utils.io import atomic_write_text
 
 SPLIT_META_KEYS = ("repeat", "fold")
 
@@ -388,20 +388,7 @@ def save_split(
     stored relative to their common folder. ``repeat``/``fold`` entries of a k-fold item go
     to ``meta``. Same inputs give the same bytes.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = split_to_json(split, paths, meta)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(path, split_to_json(split, paths, meta))
 
 
 def read_split_meta(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from torchmetrics import MaxMetric, MetricCollection, MinMetric
 from leuk_lightning.errors import ConfigError
 from leuk_lightning.evaluation import metrics as M
 from leuk_lightning.evaluation.tta import TTA_MODES, TTAWrapper
+from leuk_lightning.regimes.optim import optimizers_config
 
 log = logging.getLogger(__name__)
 
@@ -239,16 +240,6 @@ class ClassifierModule(LightningModule):
             if base_lr is None:
                 raise ConfigError("regime.lr_groups needs regime.optimizer.lr (the base rate)")
             params = build_param_groups(self.net, self.hparams.lr_groups, float(base_lr))
-        optimizer = self.hparams.optimizer(params=params)
-        if self.hparams.scheduler is None:
-            return {"optimizer": optimizer}
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": "epoch",
-                "frequency": 1,
-                "monitor": self.hparams.monitor,
-            },
-        }
+        return optimizers_config(
+            self.hparams.optimizer, self.hparams.scheduler, params, self.hparams.monitor
+        )

@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MinMetric
 from torchmetrics.detection import MeanAveragePrecision
 
+from leuk_lightning.regimes.optim import optimizers_config
+
 #: scalar entries of MeanAveragePrecision's result that are logged (prefixed by the stage)
 MAP_KEYS = ("map", "map_50", "map_75", "mar_1", "mar_10", "mar_100")
 
@@ -130,16 +132,6 @@ class DetectorModule(LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.hparams.optimizer(params=params)
-        if self.hparams.scheduler is None:
-            return {"optimizer": optimizer}
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": "epoch",
-                "frequency": 1,
-                "monitor": self.hparams.monitor,
-            },
-        }
+        return optimizers_config(
+            self.hparams.optimizer, self.hparams.scheduler, params, self.hparams.monitor
+        )

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from leuk_lightning.errors import ConfigError
 from leuk_lightning.regimes.classifier import ClassifierModule
+from leuk_lightning.regimes.optim import optimizers_config
 
 log = logging.getLogger(__name__)
 
@@ -284,11 +285,6 @@ class MultiSourceModule(ClassifierModule):
         ]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.hparams.optimizer(params=self.param_groups())
-        if self.hparams.scheduler is None:
-            return {"optimizer": optimizer}
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "frequency": 1},
-        }
+        return optimizers_config(
+            self.hparams.optimizer, self.hparams.scheduler, self.param_groups()
+        )
