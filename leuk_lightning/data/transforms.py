@@ -25,11 +25,14 @@ class Normalize(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
-    def forward(self, images: Tensor) -> Tensor:
-        x = images.float()
+    def forward(self, images: Tensor, inplace: bool = False) -> Tensor:
+        """Normalise; ``inplace`` reuses a float batch the caller owns (no extra copy)."""
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
         if images.dtype == torch.uint8:
-            x = x / 255.0
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+            return images.float().mul_(1 / 255.0).sub_(mean).div_(std)
+        if inplace and images.is_floating_point():
+            return images.sub_(mean).div_(std)
+        return (images.float() - mean) / std
 
 
 class BatchAugment(nn.Module):
@@ -84,37 +87,49 @@ class BatchAugment(nn.Module):
         return theta
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Augment a float batch ``[B, C, H, W]`` (any value range)."""
+        """Augment a float batch ``[B, C, H, W]`` (any value range); the input is not modified.
+
+        Flips are drawn first, then the affine transform; when there is an affine transform the
+        flips are folded into its sampling grid (a flip negates a normalised coordinate exactly),
+        so the whole augmentation is one ``grid_sample`` pass over the batch.
+        """
         b = images.shape[0]
         x = images
+        hflip = vflip = None
         if self.hflip > 0:
-            flip = torch.rand(b, device=x.device, generator=generator) < self.hflip
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            hflip = torch.rand(b, device=x.device, generator=generator) < self.hflip
         if self.vflip > 0:
-            flip = torch.rand(b, device=x.device, generator=generator) < self.vflip
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-2), x)
+            vflip = torch.rand(b, device=x.device, generator=generator) < self.vflip
         theta = self._affine(b, x.device, generator)
-        if theta is not None:
-            if self.right_angles and self.translate <= 0:
+        if theta is not None and not (self.right_angles and self.translate <= 0):
+            for row, mask in ((0, hflip), (1, vflip)):
+                if mask is not None:
+                    theta[:, row, :] *= torch.where(mask, -1.0, 1.0).to(theta.dtype)[:, None]
+            grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+            shifted = x - self.fill if self.fill else x
+            x = F.grid_sample(
+                shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            )
+            if self.fill:
+                x = x.add_(self.fill)
+        else:
+            x = _flip_where(_flip_where(x, hflip, -1), vflip, -2)
+            if theta is not None:  # lossless right-angle rotations
                 k = torch.round(torch.atan2(theta[:, 1, 0], theta[:, 0, 0]) / (math.pi / 2)) % 4
                 x = torch.stack([torch.rot90(img, int(r), dims=(-2, -1)) for img, r in zip(x, k)])
-            else:
-                grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-                x = (
-                    F.grid_sample(
-                        x - self.fill,
-                        grid,
-                        mode="bilinear",
-                        padding_mode="zeros",
-                        align_corners=False,
-                    )
-                    + self.fill
-                )
         if self.center_crop is not None:
             x = center_crop(x, self.center_crop)
         elif self.center_crop_fraction is not None:
             x = center_crop(x, crop_size(x, self.center_crop_fraction))
         return x
+
+
+def _flip_where(images: Tensor, mask: Tensor | None, dim: int) -> Tensor:
+    """Flip along ``dim`` the images selected by ``mask`` (a new tensor; input unchanged)."""
+    if mask is None or not bool(mask.any()):
+        return images
+    idx = mask.nonzero().flatten()
+    return images.index_copy(0, idx, images.index_select(0, idx).flip(dim))
 
 
 def crop_size(images: Tensor, fraction: float) -> int:
@@ -150,11 +165,14 @@ class BatchTransform(nn.Module):
         self.eval_center_crop_fraction = eval_center_crop_fraction
 
     def forward(self, images: Tensor, train: bool) -> Tensor:
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        owned = images.dtype != torch.float32
+        x = images.float().mul_(1 / 255.0) if images.dtype == torch.uint8 else images.float()
         if train and self.augment is not None:
-            x = self.augment(x)
+            augmented = self.augment(x)
+            owned, x = owned or augmented is not x, augmented
         elif self.eval_center_crop is not None:
             x = center_crop(x, self.eval_center_crop)
         elif self.eval_center_crop_fraction is not None:
             x = center_crop(x, crop_size(x, self.eval_center_crop_fraction))
-        return self.normalize(x)
+        # normalise in place when x is a buffer of our own (saves a full copy of the batch)
+        return self.normalize(x.contiguous() if owned else x, inplace=owned)
