@@ -36,8 +36,10 @@ sweep: ## label levels x backbones on the demo data
 report: ## aggregate the newest multirun into a results table
 	$(PY) -m leuk_lightning.report $$(ls -dt logs/*/multiruns/* | head -n 1)
 
-bench: ## speed benchmarks (ratios measured in one run)
-	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+BENCHMARKS ?= data_pipeline lightning_overhead greedy_step tta_throughput end_to_end
+bench: ## speed benchmarks, each printing ratios measured in one run (see benchmarks/RESULTS.md)
+	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py || exit 1; done
+	$(PY) benchmarks/dataset_load.py --images 1000  # the 10,000-image figure: --images 10000
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

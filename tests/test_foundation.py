@@ -218,3 +218,16 @@ def test_bad_input_stops_with_one_clear_message(tmp_path, demo_data, overrides, 
     assert proc.returncode == 2
     assert expected in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "experiment", sorted(p.stem for p in (config_utils.config_dir() / "experiment").glob("*.yaml"))
+)
+def test_every_experiment_composes_with_the_demo(tmp_path, experiment):
+    cfg = compose_config([f"+experiment={experiment}", "debug=demo"], tmp_path)
+    for key in ("data", "model", "regime", "trainer"):
+        target = cfg[key]._target_
+        assert hydra.utils.get_object(target) is not None, f"{experiment}: {key} {target}"
+    assert cfg.trainer.accelerator == "cpu" and cfg.model.get("pretrained") in (False, None)
+    assert cfg.paper is not None and cfg.paper.source, f"{experiment} cites no paper table"
+    OmegaConf.to_container(cfg.data, resolve=True)  # every interpolation resolves
