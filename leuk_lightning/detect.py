@@ -43,8 +43,8 @@ from torchvision.transforms.v2 import functional as tvf
 
 from leuk_lightning.data.datasets._common import is_ignored_name, natural_key
 from leuk_lightning.errors import ConfigError, DataError, LeukError
-from leuk_lightning.utils.config import apply_debug_last
 from leuk_lightning.utils.io import atomic_write
+from leuk_lightning.utils.runs import find_run_dir, load_run_config
 
 log = logging.getLogger(__name__)
 
@@ -85,30 +85,6 @@ def parse_args(argv: Sequence[str]) -> DictConfig:
     return cfg
 
 
-def find_run_config(ckpt_path: Path) -> Path:
-    """The ``.hydra/config.yaml`` of the run that wrote ``ckpt_path`` (its folder or above)."""
-    for parent in list(ckpt_path.parents)[:3]:
-        candidate = parent / ".hydra" / "config.yaml"
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(
-        f"no .hydra/config.yaml found beside or above {ckpt_path}: detect rebuilds the model from "
-        "the training run's config, so keep the checkpoint inside its run directory"
-    )
-
-
-def run_config(config_yaml: Path) -> DictConfig:
-    """The config the run really used: ``.hydra/config.yaml`` is saved before the entry point
-    re-applies ``debug=...`` on top of the experiment (``apply_debug_last``), so that step is
-    repeated here from the run's ``.hydra/hydra.yaml`` (its debug choice and overrides)."""
-    cfg = OmegaConf.load(config_yaml)
-    hydra_yaml = config_yaml.parent / "hydra.yaml"
-    if hydra_yaml.is_file():
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(hydra_yaml))
-        apply_debug_last(cfg)
-    return cfg
-
-
 @dataclass
 class LoadedDetector:
     """A detector ready for inference with what is needed to feed it and name its classes."""
@@ -137,7 +113,7 @@ def load_detector(ckpt_path: str | os.PathLike[str], device: str = "auto") -> Lo
     ckpt_file = Path(ckpt_path).expanduser()
     if not ckpt_file.is_file():
         raise ConfigError(f"ckpt_path={ckpt_file}: checkpoint file not found")
-    run_cfg = run_config(find_run_config(ckpt_file))
+    run_cfg = load_run_config(find_run_dir(ckpt_file))
     ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
     hparams = ckpt.get("hyper_parameters") or {}
     class_names = list(hparams.get("class_names") or [])

@@ -30,7 +30,7 @@ def config_hash(cfg: DictConfig | dict[str, Any], length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def selected_debug(cfg: DictConfig, group: str = "debug") -> str | None:
+def selected_choice(cfg: DictConfig, group: str = "debug") -> str | None:
     """The ``debug=...`` (or other ``group``) choice of the composed config (None if unused)."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -53,7 +53,7 @@ def apply_debug_last(cfg: DictConfig) -> DictConfig:
     """
     # an explicitly chosen evaluation protocol (its split settings) also wins over the
     # experiment's split: command line > debug > protocol > experiment > defaults
-    names = [(g, selected_debug(cfg, g)) for g in ("protocol", "debug")]
+    names = [(g, selected_choice(cfg, g)) for g in ("protocol", "debug")]
     names = [(g, n) for g, n in names if n]
     if not names:
         return cfg
