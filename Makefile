@@ -34,7 +34,7 @@ sweep: ## label levels x backbones on the demo data
 	$(PY) -m leuk_lightning -m +experiment=$(EXPERIMENT) debug=demo data.label_level=1,2,3 model=resnet18,vgg16
 
 report: ## aggregate the newest multirun into a results table
-	$(PY) -m leuk_lightning.report $$(ls -dt logs/*/multiruns/* | head -n 1)
+	$(PY) -m leuk_lightning report $$(ls -dt logs/*/multiruns/* | head -n 1)
 
 BENCHMARKS ?= data_pipeline lightning_overhead greedy_step tta_throughput end_to_end
 bench: ## speed benchmarks, each printing ratios measured in one run (see benchmarks/RESULTS.md)

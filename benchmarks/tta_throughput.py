@@ -4,9 +4,9 @@
         [--models test_resnet seresnext50_32x4d] [--threads N]
 
 For each model (random weights, ``pretrained=False``) it measures the evaluation forward of
-``leuk_lightning.predict.InferenceModel`` (crop 2/3, normalisation, network, probabilities) with
-and without ``TTAWrapper(mode="rot8")`` on random images of ``--size`` px, and prints
-images/s and the ratios (TTA cost, full vs tiny model). All numbers come from one run.
+``leuk_lightning.inference.predict.InferenceModel`` (crop 2/3, normalisation, network,
+probabilities) with and without ``TTAWrapper(mode="rot8")`` on random images of ``--size`` px,
+and prints images/s and the ratios (TTA cost, full vs tiny model). All numbers come from one run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import timm
 import torch
 
-from leuk_lightning.predict import InferenceModel
+from leuk_lightning.inference.predict import InferenceModel
 
 
 def images_per_second(model: torch.nn.Module, batch: torch.Tensor, seconds: float) -> float:

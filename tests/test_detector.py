@@ -12,28 +12,29 @@ import numpy as np
 import pytest
 import torch
 from helpers import compose_config, run_app
+from omegaconf import OmegaConf
 from PIL import Image
 
-from leuk_lightning import detect as D
-from leuk_lightning.data.datasets import CellsVocDataset
-from leuk_lightning.data.detection import (
+from leuk_lightning.cli import convert as convert_cli
+from leuk_lightning.cli import detect as detect_cli
+from leuk_lightning.data.detection import CellsVocDataset
+from leuk_lightning.data.detection.convert import cell_box, cnmc_to_voc
+from leuk_lightning.data.detection.datamodule import (
     augment_batch,
     build_detection_augment,
     collate_detection,
     stratified_counts_split,
 )
-from leuk_lightning.data.synthetic import write_cnmc
-from leuk_lightning.data.synthetic_cells import write_cells_voc
-from leuk_lightning.data.voc import (
+from leuk_lightning.data.detection.voc import (
     VocAnnotation,
     VocObject,
-    cell_box,
-    cnmc_to_voc,
     read_voc_xml,
     voc_to_string,
     write_voc_xml,
 )
+from leuk_lightning.data.synthetic import write_cells_voc, write_cnmc
 from leuk_lightning.errors import ConfigError, DataError
+from leuk_lightning.inference import detect as D
 from leuk_lightning.models.detection import create_detector
 from leuk_lightning.regimes.detector import DetectorModule, detection_map, to_float_images
 
@@ -97,14 +98,13 @@ def test_cnmc_converter_xml_parses_back_to_the_same_boxes(tmp_path):
 
 
 def test_converter_cli(tmp_path):
-    from leuk_lightning.data import voc
 
     cnmc = write_cnmc(
         tmp_path / "cnmc", n_subjects_all=1, n_subjects_hem=1, images_per_subject=2, size=32
     )
-    assert voc.main([str(cnmc), str(tmp_path / "out"), "--link"]) == 0
+    assert convert_cli.main([str(cnmc), str(tmp_path / "out"), "--link"]) == 0
     assert len(list((tmp_path / "out" / "annotations").glob("*.xml"))) == 4
-    assert voc.main([str(tmp_path / "nothing"), str(tmp_path / "o2")]) == 2
+    assert convert_cli.main([str(tmp_path / "nothing"), str(tmp_path / "o2")]) == 2
 
 
 def _tiny_voc(root: Path, body: str | None = None, image: bool = True) -> Path:
@@ -413,7 +413,7 @@ def test_detect_on_a_folder_writes_rows_and_annotated_images(trained_run, demo_d
     assert D.load_detector(ckpt).image_size == 64
     out = tmp_path / "det.csv"
     args = [f"ckpt_path={ckpt}", f"input={folder}", f"output={out}", "score_threshold=0.0"]
-    assert D.main([*args, "annotate=true"]) == 0
+    assert detect_cli.main([*args, "annotate=true"]) == 0
     rows = _read_csv(out)
     assert list(rows[0]) == list(D.COLUMNS)
     assert [Path(s).name for s in dict.fromkeys(r["source"] for r in rows)] == [
@@ -444,11 +444,11 @@ def test_detect_on_a_video_gives_one_csv_block_per_frame(trained_run, demo_data,
     writer.release()
     ckpt = json.loads((trained_run / "results.json").read_text())["metrics"]["best_checkpoint"]
     out = tmp_path / "video.csv"
-    cfg = D.parse_args(
+    args = detect_cli.build_parser().parse_args(
         [f"ckpt_path={ckpt}", f"input={video}", f"output={out}", "score_threshold=0.0",
          "batch_size=4", "annotate=true"]
     )  # fmt: skip
-    stats = D.detect(cfg)
+    stats = D.detect(OmegaConf.create(vars(args)))
     rows = _read_csv(out)
     frames = [int(r["frame"]) for r in rows]
     blocks = list(dict.fromkeys(frames))
@@ -466,14 +466,16 @@ def test_detect_errors_are_clear(trained_run, tmp_path, capsys):
     has_camera = probe.isOpened()
     probe.release()
     if not has_camera:
-        assert D.main([f"ckpt_path={ckpt}", "input=9", f"output={tmp_path / 'c.csv'}"]) == 2
+        assert (
+            detect_cli.main([f"ckpt_path={ckpt}", "input=9", f"output={tmp_path / 'c.csv'}"]) == 2
+        )
         assert "camera index 9 could not be opened" in capsys.readouterr().err
         assert not (tmp_path / "c.csv").exists()
-    assert D.main([f"ckpt_path={ckpt}", f"input={tmp_path / 'none.mp4'}"]) == 2
+    assert detect_cli.main([f"ckpt_path={ckpt}", f"input={tmp_path / 'none.mp4'}"]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert D.main([f"ckpt_path={ckpt}", "input=x", "thresh=1"]) == 2
-    assert "unknown detect option" in capsys.readouterr().err
+    assert detect_cli.main([f"ckpt_path={ckpt}", "input=x", "thresh=1"]) == 2
+    assert "unknown option 'thresh'" in capsys.readouterr().err
     lone = tmp_path / "lone.ckpt"
     shutil.copy(ckpt, lone)
-    assert D.main([f"ckpt_path={lone}", f"input={tmp_path}"]) == 2
+    assert detect_cli.main([f"ckpt_path={lone}", f"input={tmp_path}"]) == 2
     assert ".hydra/config.yaml" in capsys.readouterr().err

@@ -13,10 +13,12 @@ import torch
 from helpers import REPO, compose_config, run_app
 from PIL import Image
 
-from leuk_lightning import explain as E
-from leuk_lightning import report as R
+from leuk_lightning.cli import explain as explain_cli
+from leuk_lightning.errors import ConfigError
 from leuk_lightning.evaluation import calibration as C
+from leuk_lightning.evaluation import explain as E
 from leuk_lightning.evaluation import gradcam as G
+from leuk_lightning.evaluation import report as R
 
 
 def tiny(model: str, tmp_path: Path, demo_data: Path):
@@ -140,15 +142,19 @@ def test_explain_cli_rebuilds_the_run_from_its_directory(multirun, tmp_path, dem
     job = multirun / "0"
     ckpt = job / "checkpoints" / "last.ckpt"
     out = tmp_path / "explained"
-    args = [f"ckpt_path={ckpt}", "method=all", "n_images=2", f"out_dir={out}"]
-    result = E.explain([*args, f"paths.data_dir={demo_data}"])  # run's config + an override
+    overrides = [f"paths.data_dir={demo_data}"]  # the run's config + an override
+    result = E.explain(ckpt, method="all", n_images=2, out_dir=out, overrides=overrides)
     assert result["run_dir"] == job.resolve()
     test_files = json.loads((job / "split.json").read_text())["subsets"]["test"]
     assert len(result["tsne"]["labels"]) == len(test_files)  # the run's own test set
     assert Image.open(out / "tsne.png").size == (640, 640)
     assert len(list((out / "gradcam").glob("*.png"))) == 2
-    assert E.main([f"ckpt_path={tmp_path / 'nope.ckpt'}"]) == 2
-    assert E.main([f"ckpt_path={ckpt}", "method=shap"]) == 2
+    assert explain_cli.main([f"ckpt_path={tmp_path / 'nope.ckpt'}"]) == 2
+    assert explain_cli.main([f"ckpt_path={ckpt}", "method=shap"]) == 2
+    # a typo is never ignored: an option, or a key the run's config does not have
+    assert explain_cli.main([f"ckpt_path={ckpt}", "methd=tsne"]) == 2
+    with pytest.raises(ConfigError, match="did you mean 'paths.data_dir'"):
+        E.explain(ckpt, overrides=["paths.data_dri=/x"])
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 from helpers import compose_config, run_app
 from omegaconf import OmegaConf
 
-from leuk_lightning.data.datamodules import class_weights_from_labels
+from leuk_lightning.data.datamodules.classification import class_weights_from_labels
 from leuk_lightning.errors import ConfigError
 from leuk_lightning.models import create_classifier, load_backbone_weights
 from leuk_lightning.utils import config as config_utils
@@ -138,7 +138,7 @@ _FAST = [
 
 @pytest.mark.slow
 def test_stage_cache_hit_on_second_run(tmp_path, demo_data, caplog):
-    from leuk_lightning.run import run_pipeline
+    from leuk_lightning.training.pipeline import run_pipeline
 
     overrides = ["+experiment=histotnet_resnet18_l2", "debug=demo", *_FAST]
     cfg = compose_config(overrides, tmp_path, demo_data)

@@ -262,7 +262,7 @@ def test_experiment_runs_and_reports_the_papers_metrics(prellberg_run):
 def test_predict_writes_one_row_per_input_including_a_corrupt_file(
     prellberg_run, demo_data, tmp_path
 ):
-    from leuk_lightning.predict import main
+    from leuk_lightning.cli.predict import main
 
     train = demo_data / "demo" / "C-NMC_Leukemia" / "training_data"
     cells = sorted(train.rglob("*.bmp"))[:3]
@@ -299,7 +299,7 @@ def test_predict_writes_one_row_per_input_including_a_corrupt_file(
 @pytest.mark.slow
 def test_predict_matches_the_test_pipeline(prellberg_run, tmp_path):
     """Same preprocessing as evaluation: predicted probabilities equal the module's scores."""
-    from leuk_lightning.predict import load_classifier, predict
+    from leuk_lightning.inference.predict import load_classifier, predict
 
     ckpt = next((prellberg_run / "checkpoints").glob("epoch_*.ckpt"))
     clf = load_classifier(ckpt)
@@ -321,8 +321,8 @@ def test_predict_matches_the_test_pipeline(prellberg_run, tmp_path):
 def test_onnx_export_matches_pytorch_on_a_batch(prellberg_run, tmp_path):
     import onnxruntime as ort
 
-    from leuk_lightning.export import main
-    from leuk_lightning.predict import load_classifier
+    from leuk_lightning.cli.export import main
+    from leuk_lightning.inference.predict import load_classifier
 
     ckpt = next((prellberg_run / "checkpoints").glob("epoch_*.ckpt"))
     out = tmp_path / "model.onnx"
@@ -341,7 +341,7 @@ def test_onnx_export_matches_pytorch_on_a_batch(prellberg_run, tmp_path):
 
 # ------------------------------------------------------------------ seed selection
 def test_select_keeps_the_best_seed_and_reports_the_spread(tmp_path, capsys):
-    from leuk_lightning.select import main
+    from leuk_lightning.cli.select import main
 
     f1s = [0.86, 0.90, 0.88]
     for i, f1 in enumerate(f1s):

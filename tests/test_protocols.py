@@ -15,10 +15,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict
 
 from leuk_lightning.data import splits as S
-from leuk_lightning.data.datamodules import ClassificationDataModule, protocol_split
+from leuk_lightning.data.datamodules.classification import ClassificationDataModule, protocol_split
 from leuk_lightning.data.datasets import CnmcDataset
 from leuk_lightning.errors import ConfigError
-from leuk_lightning.pipeline import stage_config, stage_fingerprint
+from leuk_lightning.training.pipeline import stage_config, stage_fingerprint
 from leuk_lightning.utils.config import config_hash
 
 HISTOTNET = ["+experiment=histotnet_resnet18_l2", "debug=demo", "protocol=histotnet_cv"]

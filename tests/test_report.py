@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from leuk_lightning import report as R
-from leuk_lightning.evaluation import tables as T
+from leuk_lightning.cli import report as report_cli
+from leuk_lightning.evaluation import aggregate, records
+from leuk_lightning.evaluation import report as R
 
 PAPER = {
     "source": "Genovese et al. (HistoTNet), Table III",
@@ -118,7 +119,9 @@ def test_configurations_grouped_and_wilcoxon_compare(tmp_path, capsys):
     a = write_sweep(tmp_path / "logs", "histotnet_resnet18_l2", [0.95, 0.97, 0.96, 0.99])
     b = write_sweep(tmp_path / "logs", "imagenet_resnet18_all_idb2", [0.90, 0.91, 0.93, 0.92])
     out = tmp_path / "rep"
-    code = R.main([str(a), str(b), "--out", str(out), "--compare", "histotnet_resnet18_l2", str(b)])
+    code = report_cli.main(
+        [str(a), str(b), "--out", str(out), "--compare", "histotnet_resnet18_l2", str(b)]
+    )
     assert code == 0
     assert "Paired comparisons" in capsys.readouterr().out
     (cmp_,) = json.loads((out / "comparisons.json").read_text())
@@ -134,22 +137,22 @@ def test_configurations_grouped_and_wilcoxon_compare(tmp_path, capsys):
 def test_seed_and_fold_do_not_split_a_configuration_but_other_overrides_do(tmp_path):
     sweep = write_sweep(tmp_path / "logs", "t", [0.9, 0.8, 0.7, 0.6])
     other = write_sweep(tmp_path / "logs2", "t", [0.5, 0.5], extra=["model=test_vit"])
-    rows = T.aggregate(T.collect_runs([sweep, other]), n_boot=100)
+    rows = aggregate.aggregate(records.collect_runs([sweep, other]), n_boot=100)
     assert [len(r.runs) for r in rows] == [4, 2]
     assert "model=test_vit" in rows[1].label and "model=" not in rows[0].label
 
 
 def test_no_runs_is_one_clear_error(tmp_path, caplog):
-    assert R.main([str(tmp_path)]) == 2
+    assert report_cli.main([str(tmp_path)]) == 2
     assert "no runs" in caplog.text
     with pytest.raises(Exception, match="not a directory"):
-        T.collect_runs([tmp_path / "absent"])
+        records.collect_runs([tmp_path / "absent"])
 
 
 @pytest.mark.slow
 def test_report_table_logged_to_wandb_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = write_sweep(tmp_path / "logs", "histotnet_resnet18_l2", [0.95, 0.97])
-    assert R.main([str(sweep), "--out", str(tmp_path / "out"), "--wandb"]) == 0
+    assert report_cli.main([str(sweep), "--out", str(tmp_path / "out"), "--wandb"]) == 0
     (run_file,) = (tmp_path / "out" / "wandb").rglob("run-*.wandb")
     assert run_file.stat().st_size > 0

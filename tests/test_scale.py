@@ -67,7 +67,7 @@ def test_compile_setting_is_validated_and_auto_is_off_on_cpu():
 
 
 def test_channels_last_compile_and_bf16_with_manual_optimization(tmp_path, demo_data):
-    from leuk_lightning.run import build
+    from leuk_lightning.training.run import build
 
     overrides = [
         *TINY,
@@ -238,7 +238,7 @@ def test_sigkill_then_ckpt_path_last_reaches_the_uninterrupted_metrics(tmp_path,
 
 @pytest.mark.slow
 def test_same_seed_and_deterministic_give_identical_metrics(tmp_path, demo_data):
-    from leuk_lightning.run import run_pipeline
+    from leuk_lightning.training.pipeline import run_pipeline
 
     results = []
     for name in ("a", "b"):

@@ -81,7 +81,7 @@ class CalibrationCallback(Callback):
 
     def _write(self, trainer: Trainer, scores: torch.Tensor, target: torch.Tensor, ece: float):
         from leuk_lightning.evaluation.calibration import save_reliability_diagram
-        from leuk_lightning.explain import log_images
+        from leuk_lightning.evaluation.explain import log_images
 
         out = _output_dir(trainer, self.output_dir)
         atomic_write_json(
@@ -102,7 +102,7 @@ class GradCamCallback(Callback):
         self.output_dir = output_dir
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        from leuk_lightning.explain import explain_gradcam, log_images
+        from leuk_lightning.evaluation.explain import explain_gradcam, log_images
 
         dm = trainer.datamodule
         if not trainer.is_global_zero or dm is None or getattr(pl_module, "multilabel", False):
@@ -121,7 +121,7 @@ class TsneCallback(Callback):
         self.seed = seed
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        from leuk_lightning.explain import explain_tsne, log_images
+        from leuk_lightning.evaluation.explain import explain_tsne, log_images
 
         dm = trainer.datamodule
         if not trainer.is_global_zero or dm is None or getattr(pl_module, "multilabel", False):

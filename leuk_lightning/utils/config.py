@@ -102,3 +102,8 @@ def resolved_dict(cfg: DictConfig) -> dict[str, Any]:
         for k in cfg
         if k != "hydra"
     }
+
+
+def plain(value: Any) -> Any:
+    """Config nodes (DictConfig/ListConfig) as plain Python containers; other values unchanged."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

@@ -12,9 +12,39 @@ def _wandb_offline() -> bool:
     return os.environ.get("WANDB_MODE", "offline").lower() not in {"online", "run"}
 
 
+def experiments_help() -> str:
+    """One line per ``conf/experiment/*.yaml``: its name and the first line of its comment."""
+    from leuk_lightning.utils.config import config_dir
+
+    lines = []
+    files = sorted((config_dir() / "experiment").glob("*.yaml"))
+    width = max((len(f.stem) for f in files), default=0)
+    for f in files:
+        comments = [
+            line.lstrip("# ").strip()
+            for line in f.read_text().splitlines()
+            if line.startswith("#") and "@package" not in line
+        ]
+        title = comments[0] if comments else ""
+        title = title if len(title) <= 70 else title[:69].rstrip() + "…"
+        lines.append(f"  {f.stem:<{width}}  {title}")
+    return "\n".join(lines)
+
+
+def _commands_help() -> str:
+    from leuk_lightning.cli import commands_help
+
+    return commands_help()
+
+
 def register_resolvers() -> None:
-    """Register ``${leuk.cwd:}`` and ``${leuk.wandb_offline:}`` once per process."""
+    """Register the ``${leuk.*:}`` resolvers once per process: ``cwd``, ``wandb_offline``, and
+    ``experiments``/``commands`` (the lists on the ``--help`` page)."""
     if not OmegaConf.has_resolver("leuk.cwd"):
         OmegaConf.register_new_resolver("leuk.cwd", lambda: os.getcwd())
     if not OmegaConf.has_resolver("leuk.wandb_offline"):
         OmegaConf.register_new_resolver("leuk.wandb_offline", _wandb_offline)
+    if not OmegaConf.has_resolver("leuk.experiments"):
+        OmegaConf.register_new_resolver("leuk.experiments", experiments_help)
+    if not OmegaConf.has_resolver("leuk.commands"):
+        OmegaConf.register_new_resolver("leuk.commands", _commands_help)

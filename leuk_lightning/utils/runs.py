@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from leuk_lightning.errors import ConfigError
+from leuk_lightning.errors import ConfigError, did_you_mean
 
 
 def find_run_dir(ckpt_path: str | Path) -> Path:
@@ -48,6 +48,32 @@ def load_run_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
         if "LEUK_ROOT" not in os.environ and "hydra" in cfg:
             cfg.paths.root_dir = str(cfg.hydra.runtime.cwd)  # relative paths as when it ran
         cfg.paths.output_dir = str(run_dir)
-    if overrides:
-        cfg.merge_with(OmegaConf.from_dotlist(list(overrides)))
+    return apply_overrides(cfg, overrides, f"the config of {run_dir}")
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str], where: str) -> DictConfig:
+    """Apply dotted ``key=value`` overrides; a key ``cfg`` lacks is a ConfigError with a
+    suggestion, never silently added (``+key=value`` adds a new key on purpose)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not key=value")
+        add = key.startswith("+")
+        key = key.lstrip("+")
+        if not add and OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+            raise ConfigError(f"{where} has no key '{key}'{did_you_mean(key, _flat_keys(cfg))}")
+        OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, force_add=add)
     return cfg
+
+
+_MISSING = object()
+
+
+def _flat_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for k in cfg:
+        keys.append(f"{prefix}{k}")
+        node = cfg._get_node(k)
+        if isinstance(node, DictConfig):
+            keys.extend(_flat_keys(node, f"{prefix}{k}."))
+    return keys

@@ -13,7 +13,6 @@ from leuk_lightning.data.datasets.adp import (
     adp_slide_of,
 )
 from leuk_lightning.data.datasets.all_idb import ALL_IDB2_CLASSES, AllIdb2Dataset
-from leuk_lightning.data.datasets.cells_voc import CELLS_VOC_CLASSES, CellsVocDataset
 from leuk_lightning.data.datasets.cnmc import (
     CNMC_CLASSES,
     CNMC_FINAL_DIR,
@@ -36,8 +35,6 @@ __all__ = [
     "CNMC_PRELIM_DIR",
     "AdpDataset",
     "AllIdb2Dataset",
-    "CELLS_VOC_CLASSES",
-    "CellsVocDataset",
     "CnmcDataset",
     "adp_slide_of",
     "decode_image",

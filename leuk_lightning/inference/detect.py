@@ -1,6 +1,6 @@
 """Cell detection on images, folders, video files and cameras -> CSV (the paper's deployment).
 
-    python -m leuk_lightning.detect ckpt_path=<run>/checkpoints/epoch_011.ckpt \\
+    leuk-lightning detect ckpt_path=<run>/checkpoints/epoch_011.ckpt \\
         input=<image | folder | video file | camera index> output=detections.csv \\
         [annotate=true] [annotate_dir=...] [score_threshold=0.5] [batch_size=8] \\
         [device=auto|cpu|cuda] [max_frames=N]
@@ -26,7 +26,6 @@ import csv
 import io
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as tvf
 
 from leuk_lightning.data.datasets._common import is_ignored_name, natural_key
-from leuk_lightning.errors import ConfigError, DataError, LeukError
+from leuk_lightning.errors import ConfigError, DataError
 from leuk_lightning.utils.io import atomic_write
 from leuk_lightning.utils.runs import find_run_dir, load_run_config
 
@@ -67,22 +66,6 @@ _PALETTE = [(60, 200, 60), (230, 80, 40), (40, 160, 240), (200, 60, 200), (240, 
 
 # ------------------------------------------------------------------------------------------
 # configuration and model
-
-
-def parse_args(argv: Sequence[str]) -> DictConfig:
-    """``key=value`` arguments over :data:`DEFAULTS`; unknown keys are a ConfigError."""
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise ConfigError(f"detect arguments must be key=value, got {bad}; keys: {list(DEFAULTS)}")
-    given = OmegaConf.from_dotlist(list(argv))
-    unknown = [k for k in given if k not in DEFAULTS]
-    if unknown:
-        raise ConfigError(f"unknown detect option(s) {unknown}; known: {list(DEFAULTS)}")
-    cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), given)
-    for key in ("ckpt_path", "input"):
-        if cfg[key] in (None, ""):
-            raise ConfigError(f"detect needs {key}=...")
-    return cfg
 
 
 @dataclass
@@ -412,24 +395,3 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
     if cfg.annotate:
         result["annotate_dir"] = str(annotate_dir)
     return result
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry: ``python -m leuk_lightning.detect key=value ...``."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = parse_args(sys.argv[1:] if argv is None else argv)
-        stats = detect(cfg)
-    except LeukError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(
-        f"{stats['frames']} frame(s)/image(s), {stats['detections']} detection(s) -> "
-        f"{stats['output']} in {stats['seconds']:.2f} s ({stats['fps']:.1f} frames/s on "
-        f"{stats['device']})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Pascal VOC XML as LabelImg writes it, and a C-NMC -> VOC converter (boxes without annotators).
+"""Pascal VOC XML as LabelImg writes it, (the detector's annotation format).
 
 LabelImg (``labelImg``, Pascal VOC mode) writes one XML per image::
 
@@ -23,41 +23,23 @@ XML, missing elements, non-numeric coordinates or empty boxes. Box coordinates a
 coordinates (``xmin``/``ymin`` the left/top edge of the first covered pixel, ``xmax``/``ymax``
 the right/bottom edge), read as written; LabelImg's own 1-based values are kept as they are
 (a difference of at most one pixel).
-
-C-NMC crops show one segmented cell on a black background, so a box needs no annotator:
-:func:`cell_box` thresholds ``max(R, G, B) > threshold`` and takes the bounding box of the
-largest 8-connected component (``mode="largest"``, robust to specks of stain noise) or of all
-non-black pixels (``mode="all"``). :func:`cnmc_to_voc` does this for every training image of a
-C-NMC folder (class = its ``all``/``hem`` folder) and writes ``<out>/images`` +
-``<out>/annotations/*.xml``::
-
-    python -m leuk_lightning.data.voc <C-NMC root> <out> [--per-class 150] [--link]
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import shutil
-import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from scipy import ndimage
-
-from leuk_lightning.errors import ConfigError, DataError, LeukError
+from leuk_lightning.errors import DataError
 from leuk_lightning.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
 IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "annotations"
-BOX_MODES = ("largest", "all")
 
 
 @dataclass
@@ -216,149 +198,3 @@ def check_box(obj: VocObject, path: Path, k: int, width: int, height: int) -> No
             f"({_num(x0)}, {_num(y0)}, {_num(x1)}, {_num(y1)}) lies outside the "
             f"{width}x{height} image"
         )
-
-
-# ------------------------------------------------------------------------------------------
-# C-NMC -> VOC
-
-
-def cell_box(
-    image: np.ndarray, threshold: int = 10, mode: str = "largest"
-) -> tuple[int, int, int, int] | None:
-    """Box (pixel-edge xyxy) of the cell in a black-background crop; None when all is black.
-
-    ``image`` is HxWx3 uint8. Foreground = ``max(R, G, B) > threshold``. ``mode="largest"``
-    takes the largest 8-connected foreground component (ignores isolated noise pixels),
-    ``mode="all"`` the bounding box of every foreground pixel.
-    """
-    if mode not in BOX_MODES:
-        raise ConfigError(f"box mode {mode!r} is not known; use one of {list(BOX_MODES)}")
-    fg = np.asarray(image).max(axis=-1) > threshold
-    if not fg.any():
-        return None
-    if mode == "largest":
-        labels, n = ndimage.label(fg, structure=np.ones((3, 3), dtype=bool))
-        if n > 1:
-            sizes = np.bincount(labels.ravel())[1:]
-            fg = labels == (int(np.argmax(sizes)) + 1)
-    rows = np.flatnonzero(fg.any(axis=1))
-    cols = np.flatnonzero(fg.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def _place(src: Path, dst: Path, link: bool) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
-    if link:
-        try:
-            os.link(src, dst)
-            return
-        except OSError:  # other file system: fall back to a symlink
-            os.symlink(os.path.abspath(src), dst)
-            return
-    shutil.copy2(src, dst)
-
-
-def cnmc_to_voc(
-    cnmc_root: str | os.PathLike[str],
-    out_root: str | os.PathLike[str],
-    threshold: int = 10,
-    mode: str = "largest",
-    per_class: int | None = None,
-    seed: int = 0,
-    link: bool = False,
-    class_names: Sequence[str] = ("hem", "all"),
-) -> list[Path]:
-    """Write LabelImg VOC annotations for the C-NMC training images under ``cnmc_root``.
-
-    Every image found by :class:`CnmcDataset` (``split="train"``) is copied (``link=True``:
-    hard-linked, or symlinked across file systems) to ``out_root/images`` and gets
-    ``out_root/annotations/<stem>.xml`` with one object: its class (folder ``all``/``hem``,
-    named by ``class_names[label]``) and the box from :func:`cell_box`. ``per_class`` keeps a
-    seeded random selection of that many images per class (the paper used 150 + 150).
-    An image without any non-black pixel is a DataError naming it. Returns the XML paths.
-    """
-    from leuk_lightning.data.datasets.cnmc import CnmcDataset
-
-    dataset = CnmcDataset(cnmc_root, split="train")
-    labels = dataset.labels.numpy()
-    order = np.arange(len(labels))
-    if per_class is not None:
-        rng = np.random.default_rng(seed)
-        chosen = []
-        for label in np.unique(labels):
-            members = np.flatnonzero(labels == label)
-            if per_class > len(members):
-                raise ConfigError(
-                    f"per_class={per_class} but {cnmc_root} has only {len(members)} "
-                    f"'{class_names[label]}' images"
-                )
-            chosen.append(rng.choice(members, size=per_class, replace=False))
-        order = np.sort(np.concatenate(chosen))
-    out = Path(out_root)
-    written = []
-    for i in order:
-        src = Path(dataset.paths[i])
-        try:
-            with Image.open(src) as img:
-                rgb = np.asarray(img.convert("RGB"))
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is reported the same way
-            raise DataError(f"cannot decode image {src}: {exc}") from exc
-        box = cell_box(rgb, threshold, mode)
-        if box is None:
-            raise DataError(
-                f"C-NMC image {src} has no pixel brighter than threshold={threshold}: no cell "
-                "to box (lower the threshold or remove the image)"
-            )
-        dst = out / IMAGES_DIR / src.name
-        _place(src, dst, link)
-        ann = VocAnnotation(
-            filename=src.name,
-            width=rgb.shape[1],
-            height=rgb.shape[0],
-            depth=3,
-            folder=IMAGES_DIR,
-            path=str(dst.resolve()),
-            objects=[VocObject(class_names[int(labels[i])], *box)],
-        )
-        written.append(write_voc_xml(out / ANNOTATIONS_DIR / f"{src.stem}.xml", ann))
-    log.info("wrote %d VOC annotations under %s", len(written), out)
-    return written
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m leuk_lightning.data.voc <C-NMC root> <out> [options]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m leuk_lightning.data.voc",
-        description="Derive one box per C-NMC crop from its non-black region and write "
-        "LabelImg Pascal VOC annotations (out/images + out/annotations).",
-    )
-    parser.add_argument("cnmc_root", help="C-NMC folder (official archive or Kaggle mirror)")
-    parser.add_argument("out", help="output folder (gets images/ and annotations/)")
-    parser.add_argument("--threshold", type=int, default=10, help="foreground: max(RGB) > T")
-    parser.add_argument("--mode", choices=BOX_MODES, default="largest")
-    parser.add_argument("--per-class", type=int, default=None, help="e.g. 150 (the paper)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--link", action="store_true", help="hard-link images instead of copying")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        written = cnmc_to_voc(
-            args.cnmc_root,
-            args.out,
-            threshold=args.threshold,
-            mode=args.mode,
-            per_class=args.per_class,
-            seed=args.seed,
-            link=args.link,
-        )
-    except LeukError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{len(written)} images annotated under {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

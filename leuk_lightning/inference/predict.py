@@ -1,6 +1,6 @@
 """Apply a trained classifier to new images and write one CSV row per image.
 
-    python -m leuk_lightning.predict ckpt_path=<run>/checkpoints/epoch_004.ckpt \
+    leuk-lightning predict ckpt_path=<run>/checkpoints/epoch_004.ckpt \
         input=<folder | file list .txt | image> output=preds.csv [tta=rot8|d4] [batch_size=32] \
         [config=<run>/.hydra/config.yaml] [device=cpu|cuda]
 
@@ -24,7 +24,6 @@ import csv
 import io
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,8 @@ import leuk_lightning  # noqa: F401  (registers the config resolvers)
 from leuk_lightning.data.datasets._common import decode_image, natural_key
 from leuk_lightning.data.datasets.cnmc import CNMC_NAME_PATTERN
 from leuk_lightning.data.transforms import Normalize, center_crop, crop_size
-from leuk_lightning.errors import ConfigError, DataError, LeukError
+from leuk_lightning.errors import ConfigError, DataError
 from leuk_lightning.evaluation.tta import TTA_MODES, TTAWrapper
-from leuk_lightning.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -289,52 +287,3 @@ def rows_to_csv(rows: list[dict[str, Any]], class_names: list[str], binary: bool
             values = [f"{probs[1]:.6f}"] if binary else [f"{v:.6f}" for v in probs]
         writer.writerow([r["path"], r["subject"], r.get("pred_class", ""), *values, r["error"]])
     return buf.getvalue()
-
-
-PREDICT_KEYS = {"ckpt_path", "input", "output", "tta", "batch_size", "config", "device"}
-
-
-def parse_cli(argv: list[str], allowed: set[str], required: set[str]) -> DictConfig:
-    """``key=value`` arguments (Hydra style) into a config; unknown or missing keys are errors."""
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise ConfigError(f"arguments must be key=value, got {bad}; keys: {sorted(allowed)}")
-    args = OmegaConf.from_dotlist(argv)
-    unknown = sorted(set(args) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown argument(s) {unknown}; known: {sorted(allowed)}")
-    missing = sorted(k for k in required if args.get(k) in (None, ""))
-    if missing:
-        raise ConfigError(f"missing argument(s): {', '.join(f'{k}=...' for k in missing)}")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console entry: parse ``key=value`` args, predict, write the CSV; exit 2 on user errors."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = parse_cli(argv, PREDICT_KEYS, {"ckpt_path", "input"})
-        classifier = load_classifier(args.ckpt_path, args.get("config"))
-        paths = list_inputs(str(args.input))
-        tta = args.get("tta") or None
-        rows = predict(
-            classifier,
-            paths,
-            tta=tta,
-            batch_size=int(args.get("batch_size") or 32),
-            device=str(args.get("device") or "cpu"),
-        )
-        binary = len(classifier.class_names) == 2 and not classifier.multilabel
-        out = Path(str(args.get("output") or "preds.csv"))
-        atomic_write_text(out, rows_to_csv(rows, classifier.class_names, binary))
-    except LeukError as err:
-        log.error("%s", err)
-        return 2
-    errors = sum(1 for r in rows if r["error"])
-    log.info("Wrote %s: %d image(s), %d unreadable", out, len(rows), errors)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

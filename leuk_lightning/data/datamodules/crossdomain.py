@@ -25,17 +25,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lightning import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
 from leuk_lightning.data import splits as S
+from leuk_lightning.data.datamodules.classification import ClassificationDataModule
 from leuk_lightning.errors import ConfigError
-
-if TYPE_CHECKING:
-    from leuk_lightning.data.datamodules import ClassificationDataModule
+from leuk_lightning.utils.config import plain
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,6 @@ class CrossDomainDataModule(LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         # datamodules.py re-exports this class, so its names are imported here, not at the top
-        from leuk_lightning.data.datamodules import ClassificationDataModule, plain
 
         super().__init__()
         if epoch_length not in EPOCH_LENGTHS:

@@ -1,6 +1,6 @@
 """Synthetic cell-detection data in the LabelImg Pascal VOC layout (demo data and test fixture).
 
-Each picture is a pinkish smear (the ALL-IDB look-alike background of :mod:`synthetic`) with
+Each picture is a pinkish smear (the ALL-IDB look-alike background of :mod:`.render`) with
 several white cells at random, non-overlapping places, drawn by the same renderer as the
 classification look-alikes: ``all`` cells are blasts (large, light nucleus), ``hem`` cells
 normal lymphocytes (smaller, dark lobed nucleus). Each image has a *dominant* class (half the
@@ -17,13 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from leuk_lightning.data.synthetic import _draw_white_cell, _smear_background, _streams, _to_uint8
-from leuk_lightning.data.voc import (
+from leuk_lightning.data.detection.voc import (
     ANNOTATIONS_DIR,
     IMAGES_DIR,
     VocAnnotation,
     VocObject,
     write_voc_xml,
+)
+from leuk_lightning.data.synthetic.render import (
+    _draw_white_cell,
+    _smear_background,
+    _streams,
+    _to_uint8,
 )
 from leuk_lightning.errors import ConfigError
 

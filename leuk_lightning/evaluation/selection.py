@@ -2,7 +2,7 @@
 best validation weighted F1 and show the spread over all seeds (their Table 2).
 
     python -m leuk_lightning -m +experiment=prellberg_seresnext50 'seed=range(0,24)'
-    python -m leuk_lightning.select logs/prellberg_seresnext50/multiruns/<timestamp> \
+    leuk-lightning select logs/prellberg_seresnext50/multiruns/<timestamp> \
         [--metric val/f1_weighted_best] [--mode max]
 
 Reads every ``<multirun dir>/<job>/results.json`` (one per seed), writes ``selection.csv`` (one
@@ -13,7 +13,6 @@ checkpoint) into the multirun dir, atomically, and prints the markdown.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -23,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from leuk_lightning.errors import ConfigError, DataError, LeukError
+from leuk_lightning.errors import ConfigError, DataError
 from leuk_lightning.utils.io import atomic_write_json, atomic_write_text
 
 #: metrics summarised in the spread table (those present in the runs), in Table 2's order
@@ -168,23 +167,3 @@ def select(multirun_dir: str | Path, metric: str, mode: str = "max") -> dict[str
     atomic_write_json(root / "selected.json", selected)
     print(md_text)
     return selected
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m leuk_lightning.select", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("multirun_dir", help="logs/<task>/multiruns/<timestamp>")
-    parser.add_argument("--metric", default="val/f1_weighted_best")
-    parser.add_argument("--mode", default="max", choices=("max", "min"))
-    args = parser.parse_args(argv)
-    try:
-        select(args.multirun_dir, args.metric, args.mode)
-    except LeukError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,8 +20,10 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from leuk_lightning.errors import ConfigError
-from leuk_lightning.utils.config import config_hash
-from leuk_lightning.utils.io import atomic_write_json
+from leuk_lightning.training.run import run
+from leuk_lightning.utils.config import apply_debug_last, config_hash
+from leuk_lightning.utils.distributed import ddp_job
+from leuk_lightning.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +99,6 @@ def stage_fingerprint(stage_cfg: DictConfig) -> dict[str, Any]:
 
 def run_stage(cfg: DictConfig, key: str) -> str:
     """Return the best checkpoint of stage ``cfg[key]``, training it only if not cached."""
-    from leuk_lightning.run import run
-
     stage_cfg = stage_config(cfg, key)
     fingerprint = stage_fingerprint(stage_cfg)
     name = cfg[key].get("name", key)
@@ -137,3 +137,42 @@ def run_stage(cfg: DictConfig, key: str) -> str:
             },
         )
     return str(stage_dir / "best.ckpt")
+
+
+def save_effective_config(cfg: DictConfig) -> None:
+    """Rewrite the run's ``.hydra/config.yaml`` with the config the run really uses.
+
+    Hydra saves the composed config before ``apply_debug_last`` lets ``debug=...`` win over
+    ``+experiment=...``; tools that rebuild a run from its directory (predict, explain, detect,
+    report) must see the effective values (e.g. the demo's 64 px, not the paper's 224 px).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or not HydraConfig.get().output_subdir:
+        return
+    path = Path(cfg.paths.output_dir) / HydraConfig.get().output_subdir / "config.yaml"
+    if path.is_file():
+        atomic_write_text(path, OmegaConf.to_yaml(cfg))
+
+
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    """Run the enabled pre-training stage (cached), then the main run initialised from it."""
+    apply_debug_last(cfg)
+    save_effective_config(cfg)
+    if cfg.get("demo_data"):
+        from leuk_lightning.data.synthetic import ensure_demo_data
+
+        ensure_demo_data(Path(cfg.paths.data_dir))
+    stage = cfg.get("pretrain")
+    if stage is not None and stage.get("enabled", False):
+        checkpoint = run_stage(cfg, "pretrain")
+        with open_dict(cfg):
+            cfg.model.init_from = checkpoint
+    return run(cfg)
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """One Hydra job (of a run or a sweep): :func:`run_pipeline` inside :func:`ddp_job`, so DDP
+    children re-run this job's own config in its directory and a sweep's next job starts clean."""
+    with ddp_job(cfg):
+        return run_pipeline(cfg)

@@ -1,4 +1,4 @@
-"""``python -m leuk_lightning.report <run or multirun dir>... [--compare A B] [--out DIR]``
+"""``leuk-lightning report <run or multirun dir>... [--compare A B] [--out DIR]``
 
 Collects every job's ``results.json`` (and its ``.hydra/overrides.yaml``/``config.yaml``), groups
 the runs into configurations and writes, atomically, ``report.md`` (the papers' table shape:
@@ -12,20 +12,16 @@ Weights & Biases (offline unless ``WANDB_MODE=online``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leuk_lightning.errors import LeukError
-from leuk_lightning.evaluation import tables as T
+from leuk_lightning.evaluation import aggregate, records, tables
 from leuk_lightning.utils.io import atomic_write_json, atomic_write_text
 
-log = logging.getLogger("leuk_lightning.report")
+log = logging.getLogger("leuk_lightning.evaluation.report")
 
 
 def build_report(
@@ -36,26 +32,26 @@ def build_report(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Write report.md/report.csv/runs.csv (+ comparisons.json) into ``out_dir``."""
-    records = T.collect_runs(dirs)
-    rows = T.aggregate(records, n_boot=n_boot, seed=seed)
-    problems = [r for r in records if r.status != "ok"]
+    runs = records.collect_runs(dirs)
+    rows = aggregate.aggregate(runs, n_boot=n_boot, seed=seed)
+    problems = [r for r in runs if r.status != "ok"]
     for p in problems:
         log.warning("run %s: %s [%s] %s", p.name, p.status, " ".join(p.overrides), p.reason)
-    comparisons = [T.compare(records, a, b) for a, b in compare]
+    comparisons = [aggregate.compare(runs, a, b) for a, b in compare]
     title = "Results: " + ", ".join(Path(d).name for d in dirs)
-    markdown = T.markdown_report(rows, comparisons, title=title, n_boot=n_boot)
+    markdown = tables.markdown_report(rows, comparisons, title=title, n_boot=n_boot)
     out = Path(out_dir)
     files = {
         "markdown": atomic_write_text(out / "report.md", markdown),
-        "csv": atomic_write_text(out / "report.csv", T.csv_report(rows)),
-        "runs": atomic_write_text(out / "runs.csv", T.runs_csv(records)),
+        "csv": atomic_write_text(out / "report.csv", tables.csv_report(rows)),
+        "runs": atomic_write_text(out / "runs.csv", tables.runs_csv(runs)),
     }
     if comparisons:
         files["comparisons"] = atomic_write_json(out / "comparisons.json", comparisons)
     return {
         "markdown": markdown,
         "rows": rows,
-        "records": records,
+        "records": runs,
         "problems": problems,
         "comparisons": comparisons,
         "files": files,
@@ -81,49 +77,3 @@ def log_to_wandb(report: dict[str, Any], out_dir: Path, project: str) -> str:
         return str(run.dir)
     finally:
         run.finish()
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m leuk_lightning.report", description=__doc__.split("\n\n")[1]
-    )
-    p.add_argument("dirs", nargs="+", help="run or multirun directories (e.g. logs/X/multiruns/T)")
-    p.add_argument(
-        "--compare",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("A", "B"),
-        help="paired Wilcoxon test of configuration A vs B (repeatable)",
-    )
-    p.add_argument("--out", default=None, help="output folder (default: the single dir given)")
-    p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples (10000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (0)")
-    p.add_argument("--wandb", action="store_true", help="also log the table to W&B")
-    p.add_argument("--wandb-project", default="leuk-lightning")
-    return p.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 on a user error)."""
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
-    args = parse_args(argv)
-    out = (
-        Path(args.out)
-        if args.out
-        else (Path(args.dirs[0]) if len(args.dirs) == 1 else Path("report"))
-    )
-    try:
-        report = build_report(args.dirs, out, args.compare, n_boot=args.n_boot, seed=args.seed)
-        if args.wandb:
-            log.info("W&B report run in %s", log_to_wandb(report, out, args.wandb_project))
-    except LeukError as err:
-        log.error("%s", err)
-        return 2
-    sys.stdout.write(report["markdown"])
-    log.info("wrote %s", json.dumps({k: str(v) for k, v in report["files"].items()}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ Every XML under ``annotations/`` is one item; its ``<filename>`` names the pictu
 ``ImageSets/Main/<split>.txt``. Class names come from ``classes`` and are matched
 case-insensitively (the paper's LabelImg labels are ``ALL``/``HEM``); label ``i`` is
 ``classes[i]``. The XML format and the box conventions are documented in
-:mod:`leuk_lightning.data.voc`.
+:mod:`leuk_lightning.data.detection.voc`.
 
 All annotations are parsed when the dataset is built, so defects surface at once, each as a
 DataError naming the file: malformed XML, an XML whose picture is missing, a box outside the
@@ -45,7 +45,7 @@ from leuk_lightning.data.datasets._common import (
     require_dir,
     resize_square,
 )
-from leuk_lightning.data.voc import ANNOTATIONS_DIR, IMAGES_DIR, read_voc_xml
+from leuk_lightning.data.detection.voc import ANNOTATIONS_DIR, IMAGES_DIR, read_voc_xml
 from leuk_lightning.errors import ConfigError, DataError
 
 CELLS_VOC_CLASSES = ("all", "hem")

@@ -26,8 +26,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from leuk_lightning.data import splits as S
-from leuk_lightning.data.datamodules import plain
 from leuk_lightning.errors import ConfigError, DataError
+from leuk_lightning.utils.config import plain
 
 log = logging.getLogger(__name__)
 SUBSETS = ("train", "val", "test")

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import LightningDataModule
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from leuk_lightning.data import splits as S
@@ -24,13 +23,9 @@ from leuk_lightning.data import stats
 from leuk_lightning.data.cache import maybe_cached
 from leuk_lightning.data.transforms import BatchAugment, BatchTransform, Normalize
 from leuk_lightning.errors import ConfigError
+from leuk_lightning.utils.config import plain
 
 log = logging.getLogger(__name__)
-
-
-def plain(value: Any) -> Any:
-    """Config nodes (DictConfig/ListConfig) as plain Python containers; other values unchanged."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def class_weights_from_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -443,6 +438,3 @@ class ClassificationDataModule(LightningDataModule):
                 batch["image"], train=training
             ).contiguous(memory_format=self.memory_format)
         return batch
-
-
-from leuk_lightning.data.crossdomain import CrossDomainDataModule  # noqa: E402, F401

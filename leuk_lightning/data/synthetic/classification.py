@@ -18,13 +18,9 @@ and every ADP class paints its own pattern, so multi-label heads have something 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import json
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,144 +29,24 @@ from PIL import Image
 
 from leuk_lightning.data.datasets.adp import ADP_COLUMNS, ADP_CSV_NAME
 from leuk_lightning.data.datasets.cnmc import CNMC_FINAL_DIR, CNMC_PRELIM_CSV, CNMC_PRELIM_DIR
+from leuk_lightning.data.synthetic.render import (
+    _grid,
+    _jitter,
+    _paint,
+    _shape_mask,
+    _smooth_noise,
+    _streams,
+    _to_uint8,
+    render_blood_cell,
+)
 from leuk_lightning.errors import ConfigError
 
-DEMO_MARKER = ".complete.json"
-DEMO_VERSION = 2
 #: slide names in the style of the real ADP release (sorted order differs from this order)
 ADP_SLIDE_NAMES = [
     "001", "59", "119_R01", "HE#2", "PP7", "BC38_R02", "P11_R03", "133_R01", "PP2_S08_R01",
     "BY73", "002", "123_R02", "P2", "BC1", "148_R05", "069", "PP27", "P36", "165_R01",
     "BY63_R01", "004", "135_R03", "P13_R04", "BC10_R01", "171",
 ]  # fmt: skip
-
-# ------------------------------------------------------------------------------------------
-# drawing primitives (float32 HxWx3 canvases in 0..255)
-
-
-def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """Separate generators for the layout (names, labels) and the pixels, so the file names
-    and labels for a seed do not change with the image size."""
-    return np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
-
-
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    return yy + 0.5, xx + 0.5
-
-
-def _paint(canvas: np.ndarray, mask: np.ndarray, colour: Sequence[float]) -> None:
-    """Alpha-blend a flat colour into ``canvas`` where ``mask`` (0..1) is set."""
-    m = mask[..., None]
-    canvas *= 1.0 - m
-    canvas += m * np.asarray(colour, dtype=np.float32)
-
-
-def _shape_mask(
-    yy: np.ndarray,
-    xx: np.ndarray,
-    cy: float,
-    cx: float,
-    radius: float,
-    aspect: float = 1.0,
-    angle: float = 0.0,
-    lobes: int = 0,
-    lobe_depth: float = 0.0,
-) -> np.ndarray:
-    """Soft-edged ellipse (``aspect``, ``angle``) whose radius may vary with ``lobes`` bumps."""
-    dy, dx = yy - cy, xx - cx
-    dist = np.hypot(dy, dx)
-    theta = np.arctan2(dy, dx) - angle
-    r = radius / np.sqrt(np.cos(theta) ** 2 + (np.sin(theta) / aspect) ** 2)
-    if lobes:
-        r = r * (1.0 + lobe_depth * np.cos(lobes * theta))
-    return np.clip(r - dist + 0.5, 0.0, 1.0)
-
-
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
-    """Low-frequency noise (~N(0,1)) with features about ``cell`` pixels wide."""
-    gh, gw = max(2, int(h / cell) + 2), max(2, int(w / cell) + 2)
-    coarse = rng.standard_normal((gh, gw)).astype(np.float32)
-    return np.asarray(Image.fromarray(coarse, mode="F").resize((w, h), Image.BILINEAR))
-
-
-def _jitter(rng: np.random.Generator, colour: Sequence[float], amount: float) -> np.ndarray:
-    return np.asarray(colour, dtype=np.float32) + rng.uniform(-amount, amount, 3)
-
-
-def _to_uint8(canvas: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), mode="RGB")
-
-
-def _draw_white_cell(
-    rng: np.random.Generator, canvas: np.ndarray, blast: bool, scale: float
-) -> None:
-    """Paint one leukocyte at about the centre: blast (large light nucleus) or normal."""
-    h, w = canvas.shape[:2]
-    s = min(h, w)
-    yy, xx = _grid(h, w)
-    cy = h / 2 + rng.normal(0, 0.04 * s)
-    cx = w / 2 + rng.normal(0, 0.04 * s)
-    angle = rng.uniform(0, 2 * np.pi)
-    if blast:
-        rc = s * scale * rng.uniform(0.27, 0.33)
-        cyto = _jitter(rng, (178, 168, 222), 12)
-        rn = rc * rng.uniform(0.80, 0.90)
-        nuc = _jitter(rng, (150, 102, 190), 14)
-        aspect, lobes, depth, off = rng.uniform(0.88, 1.0), 0, 0.0, 0.05
-    else:
-        rc = s * scale * rng.uniform(0.20, 0.26)
-        cyto = _jitter(rng, (218, 196, 222), 12)
-        rn = rc * rng.uniform(0.55, 0.68)
-        nuc = _jitter(rng, (78, 28, 104), 14)
-        aspect, lobes, depth = rng.uniform(0.7, 0.95), int(rng.integers(2, 5)), 0.28
-        off = 0.18
-    _paint(canvas, _shape_mask(yy, xx, cy, cx, rc, rng.uniform(0.9, 1.0), angle), cyto)
-    ny = cy + off * rc * np.sin(angle)
-    nx = cx + off * rc * np.cos(angle)
-    nmask = _shape_mask(yy, xx, ny, nx, rn, aspect, angle, lobes, depth)
-    _paint(canvas, nmask, nuc)
-    if blast:  # fine chromatin texture and 1-3 light nucleoli
-        canvas += (rng.standard_normal((h, w)).astype(np.float32) * 14 * nmask)[..., None]
-        for _ in range(int(rng.integers(1, 4))):
-            a, d = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.5) * rn
-            m = _shape_mask(yy, xx, ny + d * np.sin(a), nx + d * np.cos(a), 0.14 * rn + 0.6)
-            _paint(canvas, m * nmask, _jitter(rng, (196, 170, 226), 10))
-    else:  # dense, clumped chromatin
-        clumps = _smooth_noise(rng, h, w, max(2.0, rn / 2))
-        canvas += (clumps * 10 * nmask)[..., None]
-
-
-def _smear_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Pinkish plasma with a few red blood cells (pale centres) scattered over it."""
-    canvas = np.empty((h, w, 3), np.float32)
-    canvas[:] = _jitter(rng, (236, 202, 212), 8)
-    canvas += (_smooth_noise(rng, h, w, 8) * 4)[..., None]
-    yy, xx = _grid(h, w)
-    s = min(h, w)
-    for _ in range(int(rng.integers(4, 9))):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), s * rng.uniform(0.09, 0.14)
-        red = _jitter(rng, (206, 96, 112), 12)
-        _paint(
-            canvas, _shape_mask(yy, xx, cy, cx, r, rng.uniform(0.85, 1.0), rng.uniform(0, 3)), red
-        )
-        _paint(canvas, _shape_mask(yy, xx, cy, cx, 0.45 * r) * 0.5, (236, 170, 180))
-    return canvas
-
-
-def render_blood_cell(
-    rng: np.random.Generator, blast: bool, height: int, width: int, black_background: bool
-) -> Image.Image:
-    """One synthetic single-cell crop (smear background, or black as in C-NMC)."""
-    if black_background:
-        canvas = np.zeros((height, width, 3), np.float32)
-        _draw_white_cell(rng, canvas, blast, scale=1.25)
-        canvas[canvas.sum(-1) < 3] = 0.0  # keep the background exactly black
-    else:
-        canvas = _smear_background(rng, height, width)
-        _draw_white_cell(rng, canvas, blast, scale=1.0)
-    canvas += rng.normal(0, 2.0, canvas.shape).astype(np.float32) * (canvas > 0)
-    return _to_uint8(canvas)
 
 
 # ------------------------------------------------------------------------------------------
@@ -437,79 +313,3 @@ def write_cnmc(
         label = bool(rng.random() < 0.65)
         render_blood_cell(pix, label, size, size, True).save(final_dir / f"{i}.bmp", format="BMP")
     return base
-
-
-# ------------------------------------------------------------------------------------------
-# demo data
-
-DEMO_NAMES = {
-    "all_idb2": "ALL_IDB2",
-    "adp": "ADP",
-    "cnmc": "C-NMC_Leukemia",
-    "cells_voc": "cells_voc",
-}
-
-
-def _demo_complete(demo: Path, size: int) -> bool:
-    try:
-        marker = json.loads((demo / DEMO_MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return marker == {"version": DEMO_VERSION, "size": size}
-
-
-def ensure_demo_data(data_dir: str | os.PathLike[str], size: int = 64) -> dict[str, Path]:
-    """Create (once) the demo datasets under ``data_dir/demo`` and return their roots.
-
-    Keys: ``all_idb2`` (ALL_IDB2, 260 crops), ``adp`` (ADP, 20 slides x 15 patches with a
-    release split), ``cnmc`` (C-NMC_Leukemia, Kaggle layout, 10 subjects x 12 cells),
-    ``cells_voc`` (300 LabelImg VOC pictures of 2*size px, several cells each). The data
-    is built in a temporary folder whose completion marker is written last, then renamed
-    into place, so an interrupted build is redone and concurrent callers never see half a
-    dataset. A demo built for another ``size`` is replaced.
-    """
-    data_path = Path(data_dir)
-    demo = data_path / "demo"
-    roots = {key: demo / name for key, name in DEMO_NAMES.items()}
-    if _demo_complete(demo, size):
-        return roots
-    data_path.mkdir(parents=True, exist_ok=True)
-    tmp = data_path / f".demo.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        write_all_idb2(tmp / DEMO_NAMES["all_idb2"], n=260, size=size, seed=0)
-        write_adp(
-            tmp / DEMO_NAMES["adp"],
-            n_slides=20,
-            patches_per_slide=15,
-            size=size,
-            seed=1,
-            with_release_split=True,
-        )
-        write_cnmc(
-            tmp,
-            layout="kaggle",
-            n_subjects_all=6,
-            n_subjects_hem=4,
-            images_per_subject=12,
-            n_prelim=30,
-            n_final=20,
-            size=size,
-            seed=2,
-        )
-        from leuk_lightning.data.synthetic_cells import write_cells_voc  # (imports this module)
-
-        write_cells_voc(tmp / DEMO_NAMES["cells_voc"], n_images=300, size=2 * size, seed=3)
-        (tmp / DEMO_MARKER).write_text(json.dumps({"version": DEMO_VERSION, "size": size}))
-        if demo.exists() and not _demo_complete(demo, size):
-            stale = data_path / f".demo.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            with contextlib.suppress(OSError):  # another process may have moved it first
-                os.rename(demo, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.rename(tmp, demo)
-        except OSError:
-            if not _demo_complete(demo, size):  # lost a race against a different build
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return roots

@@ -1,20 +1,19 @@
 """Export a trained classifier to ONNX and check onnxruntime against PyTorch.
 
-    python -m leuk_lightning.export ckpt_path=<run>/checkpoints/epoch_004.ckpt format=onnx \
+    leuk-lightning export ckpt_path=<run>/checkpoints/epoch_004.ckpt format=onnx \
         [output=<run>/model.onnx] [tta=null|rot8|d4] [opset=18; 20 with tta=rot8] [atol=1e-4]
 
-The exported graph is :class:`leuk_lightning.predict.InferenceModel`: input ``image``, float32
-``[batch, 3, S, S]`` in [0, 1] at the run's ``data.image_size`` S (dynamic batch), then the
-eval centre crop, the run's normalisation, the network (optionally with TTA) and the
-probabilities; output ``probabilities`` ``[batch, K]`` (K = number of classes, class order in
-the sidecar ``<output>.json`` with the preprocessing). After writing, a random batch goes through
-onnxruntime and PyTorch; the export fails unless they agree within ``atol``.
+The exported graph is :class:`leuk_lightning.inference.predict.InferenceModel`: input
+``image``, float32 ``[batch, 3, S, S]`` in [0, 1] at the run's ``data.image_size`` S (dynamic
+batch), then the eval centre crop, the run's normalisation, the network (optionally with TTA)
+and the probabilities; output ``probabilities`` ``[batch, K]`` (K = number of classes, class
+order in the sidecar ``<output>.json`` with the preprocessing). After writing, a random batch
+goes through onnxruntime and PyTorch; the export fails unless they agree within ``atol``.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,13 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from leuk_lightning.errors import ConfigError, DataError, LeukError
-from leuk_lightning.predict import LoadedClassifier, load_classifier, parse_cli
+from leuk_lightning.errors import ConfigError, DataError
+from leuk_lightning.inference.predict import LoadedClassifier
 from leuk_lightning.utils.io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
-
-EXPORT_KEYS = {"ckpt_path", "format", "output", "tta", "opset", "atol", "config", "batch"}
 
 
 def export_onnx(
@@ -97,38 +94,3 @@ def export_onnx(
     }
     atomic_write_json(out.with_suffix(out.suffix + ".json"), info)
     return info
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console entry: ``key=value`` args; exit 2 on user errors."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = parse_cli(argv, EXPORT_KEYS, {"ckpt_path"})
-        fmt = str(args.get("format") or "onnx")
-        if fmt != "onnx":
-            raise ConfigError(f"format={fmt!r} is not supported; use format=onnx")
-        classifier = load_classifier(args.ckpt_path, args.get("config"))
-        output = args.get("output") or (Path(classifier.run_dir or ".") / "model.onnx")
-        info = export_onnx(
-            classifier,
-            output,
-            tta=args.get("tta") or None,
-            opset=int(args["opset"]) if args.get("opset") else None,
-            atol=float(args.get("atol") or 1e-4),
-            check_batch=int(args.get("batch") or 4),
-        )
-    except LeukError as err:
-        log.error("%s", err)
-        return 2
-    log.info(
-        "Exported %s; onnxruntime vs PyTorch max |diff| = %.3g on a batch of %d",
-        info["model"],
-        info["check"]["max_abs_diff"],
-        info["check"]["batch"],
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m leuk_lightning.explain ckpt_path=<run>/checkpoints/x.ckpt method=gradcam|tsne``
+"""``leuk-lightning explain ckpt_path=<run>/checkpoints/x.ckpt method=gradcam|tsne``
 
 Explains a trained classifier after the fact: rebuilds the run's datamodule and network from the
 run's own ``.hydra/config.yaml`` (the run directory is found above the checkpoint), reuses the
@@ -14,7 +14,6 @@ The same functions back the optional end-of-test callbacks (``callbacks=explain`
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from leuk_lightning.errors import ConfigError, LeukError
+from leuk_lightning.errors import ConfigError
 from leuk_lightning.utils.runs import find_run_dir, load_run_config
 
-log = logging.getLogger("leuk_lightning.explain")
+log = logging.getLogger("leuk_lightning.evaluation.explain")
 
-OPTIONS = {"ckpt_path": None, "method": "gradcam", "n_images": 8, "split": "test",
-           "out_dir": None, "seed": 0}  # fmt: skip
 METHODS = ("gradcam", "tsne", "all")
 
 
@@ -90,7 +87,7 @@ def explain_tsne(
     net: nn.Module, datamodule: Any, out_dir: str | Path, split: str = "test", seed: int = 0
 ) -> dict[str, Any]:
     """t-SNE of the pre-head features of the whole ``split`` subset -> ``tsne.png``."""
-    from leuk_lightning.data.datamodules import make_loader
+    from leuk_lightning.data.datamodules.classification import make_loader
     from leuk_lightning.evaluation import tsne as TS
 
     device = next(net.parameters()).device
@@ -155,44 +152,28 @@ def rebuild(cfg: DictConfig, run_dir: Path) -> Any:
     return dm
 
 
-def explain(argv: Sequence[str]) -> dict[str, Any]:
-    """Parse ``key=value`` arguments and run the chosen method(s)."""
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise ConfigError(f"explain: arguments are key=value, got {bad}")
-    pairs = [a.split("=", 1) for a in argv]
-    opts = dict(OPTIONS)
-    opts.update({k: v for k, v in pairs if k in OPTIONS})
-    rest = [f"{k}={v}" for k, v in pairs if k not in OPTIONS]
-    if not opts["ckpt_path"]:
-        raise ConfigError("explain: ckpt_path=<checkpoint of a run> is required")
-    if opts["method"] not in METHODS:
-        raise ConfigError(f"explain: method={opts['method']!r}; use one of {METHODS}")
-    run_dir = find_run_dir(opts["ckpt_path"])
-    cfg = load_run_config(run_dir, rest)
+def explain(
+    ckpt_path: str | Path,
+    method: str = "gradcam",
+    n_images: int = 8,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Rebuild the run of ``ckpt_path`` (with config ``overrides``) and run ``method``."""
+    if method not in METHODS:
+        raise ConfigError(f"explain: method={method!r}; use one of {METHODS}")
+    run_dir = find_run_dir(ckpt_path)
+    cfg = load_run_config(run_dir, overrides)
     dm = rebuild(cfg, run_dir)
-    net = load_net(cfg, opts["ckpt_path"], dm)
-    out_dir = Path(opts["out_dir"] or run_dir)
+    net = load_net(cfg, ckpt_path, dm)
+    out = Path(out_dir or run_dir)
     result: dict[str, Any] = {"run_dir": run_dir}
-    if opts["method"] in ("gradcam", "all"):
-        result["gradcam"] = explain_gradcam(net, dm, out_dir, int(opts["n_images"]), opts["split"])
+    if method in ("gradcam", "all"):
+        result["gradcam"] = explain_gradcam(net, dm, out, int(n_images), split)
         log.info("Grad-CAM: %s", result["gradcam"]["grid"])
-    if opts["method"] in ("tsne", "all"):
-        result["tsne"] = explain_tsne(net, dm, out_dir, opts["split"], int(opts["seed"]))
+    if method in ("tsne", "all"):
+        result["tsne"] = explain_tsne(net, dm, out, split, int(seed))
         log.info("t-SNE: %s", result["tsne"]["path"])
     return result
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; exit status 2 on a user error (one log line)."""
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
-    try:
-        explain(sys.argv[1:] if argv is None else argv)
-    except LeukError as err:
-        log.error("%s", err)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
