@@ -231,3 +231,18 @@ def test_every_experiment_composes_with_the_demo(tmp_path, experiment):
     assert cfg.trainer.accelerator == "cpu" and cfg.model.get("pretrained") in (False, None)
     assert cfg.paper is not None and cfg.paper.source, f"{experiment} cites no paper table"
     OmegaConf.to_container(cfg.data, resolve=True)  # every interpolation resolves
+
+
+def test_recipe_switch_picks_the_code_or_the_paper_text_value():
+    from omegaconf import OmegaConf
+
+    from leuk_lightning.errors import ConfigError, user_error
+
+    cfg = OmegaConf.create({"recipe": "code", "lr": "${leuk.recipe:0.02,0.01}"})
+    assert cfg.lr == 0.02
+    cfg.recipe = "paper_text"
+    assert cfg.lr == 0.01
+    cfg.recipe = "paper"
+    with pytest.raises(Exception) as info:
+        _ = cfg.lr
+    assert isinstance(user_error(info.value), ConfigError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -10,6 +11,20 @@ from omegaconf import OmegaConf
 def _wandb_offline() -> bool:
     """W&B runs offline unless the user asked for online mode through ``WANDB_MODE``."""
     return os.environ.get("WANDB_MODE", "offline").lower() not in {"online", "run"}
+
+
+RECIPES = ("code", "paper_text")
+
+
+def by_recipe(code: Any, text: Any, *, _root_: Any) -> Any:
+    """``${leuk.recipe:<code value>,<text value>}``: the value of the authors' code (default) or,
+    with ``recipe=paper_text``, the value the paper's text gives, where the two disagree."""
+    recipe = _root_.get("recipe", "code")
+    if recipe not in RECIPES:
+        from leuk_lightning.errors import ConfigError
+
+        raise ConfigError(f"recipe={recipe!r} is not known; use one of {list(RECIPES)}")
+    return text if recipe == "paper_text" else code
 
 
 def experiments_help() -> str:
@@ -39,11 +54,13 @@ def _commands_help() -> str:
 
 def register_resolvers() -> None:
     """Register the ``${leuk.*:}`` resolvers once per process: ``cwd``, ``wandb_offline``, and
-    ``experiments``/``commands`` (the lists on the ``--help`` page)."""
+    ``recipe`` (code vs paper text), ``experiments``/``commands`` (the ``--help`` lists)."""
     if not OmegaConf.has_resolver("leuk.cwd"):
         OmegaConf.register_new_resolver("leuk.cwd", lambda: os.getcwd())
     if not OmegaConf.has_resolver("leuk.wandb_offline"):
         OmegaConf.register_new_resolver("leuk.wandb_offline", _wandb_offline)
+    if not OmegaConf.has_resolver("leuk.recipe"):
+        OmegaConf.register_new_resolver("leuk.recipe", by_recipe)
     if not OmegaConf.has_resolver("leuk.experiments"):
         OmegaConf.register_new_resolver("leuk.experiments", experiments_help)
     if not OmegaConf.has_resolver("leuk.commands"):
