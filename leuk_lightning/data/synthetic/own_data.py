@@ -70,7 +70,7 @@ def write_manifest(
     root_path = Path(root)
     (root_path / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for n, (c, name, subject, j) in enumerate(_plan(classes, n_subjects, images_per_subject)):
+    for n, (c, name, subject, _j) in enumerate(_plan(classes, n_subjects, images_per_subject)):
         blast, black = _LOOKS[c % len(_LOOKS)]
         rel = f"images/{n:04d}_{subject}.png"
         render_blood_cell(pix, blast, size, size, black_background=black).save(root_path / rel)
