@@ -412,3 +412,47 @@ def test_predict_export_explain_and_report_on_four_classes(folder_run, tmp_path,
     assert "| 3 (pro_b) |" in md  # the 4 x 4 average confusion matrix
     header = (tmp_path / "rep" / "report.csv").read_text().splitlines()[0]
     assert "recall_macro_mean" in header and "cm_pct_3_3" in header
+
+
+@pytest.mark.slow
+def test_prellberg_recipe_with_tta_on_a_binary_manifest_with_fixed_split(tmp_path, demo_data):
+    """Two classes: ``positive_class`` makes "all" index 1, so sensitivity is the recall of
+    "all"; the CSV's split column is the split; rot8 TTA and subject-level accuracy run."""
+    listed = write_manifest(tmp_path / "listed", classes=("all", "hem"), n_subjects=3)
+    args = ["+experiment=prellberg_seresnext50", *_TINY, "data=csv_manifest"]
+    args += [f"data.dataset.csv_path={listed}", "data.dataset.positive_class=all"]
+    args += ["data.split.protocol=fixed", "regime.tta=rot8"]
+    proc = run_app(args, tmp_path, demo_data)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = _only_run(tmp_path, "prellberg_seresnext50")
+    metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+    assert metrics["class_names"] == ["hem", "all"]
+    rows = list(csv.DictReader(listed.open()))
+    test_files = json.loads((run_dir / "split.json").read_text())["subsets"]["test"]
+    assert sorted(Path(f).name for f in test_files) == sorted(
+        Path(r["path"]).name for r in rows if r["split"] == "test"
+    )
+    cm = np.asarray(metrics["confusion_matrix"])  # rows: true hem, true all
+    assert cm.shape == (2, 2) and cm.sum() == 8
+    assert metrics["test/sensitivity"] == pytest.approx(cm[1, 1] / cm[1].sum(), abs=1e-6)
+    assert metrics["test/specificity"] == pytest.approx(cm[0, 0] / cm[0].sum(), abs=1e-6)
+    assert metrics["test/num_subjects"] == 2  # one test subject per class
+    assert not any(k.startswith("test/sensitivity_") for k in metrics)
+
+
+@pytest.mark.slow
+def test_folder_as_the_dl4all_target_domain(tmp_path, demo_data):
+    cells = write_image_folder(tmp_path / "cells", n_subjects=2)
+    args = ["+experiment=dl4all_regular_resnet18_l1", "debug=demo", "data=adp_image_folder"]
+    args += [f"data.target_dataset.root={cells}", "model.name=test_resnet", "data.image_size=32"]
+    args += ["trainer.max_epochs=3", "+trainer.limit_train_batches=2"]
+    args += ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+    proc = run_app(args, tmp_path, demo_data)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = _only_run(tmp_path, "dl4all_regular_resnet18_l1")
+    metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+    assert metrics["class_names"] == list(OWN_CLASSES)
+    assert np.asarray(metrics["confusion_matrix"]).shape == (4, 4)
+    target = json.loads((run_dir / "split_target.json").read_text())
+    assert len({f for v in target["subsets"].values() for f in v}) == 32  # every target image
+    assert "test/recall_macro" in metrics and "test/sensitivity" not in metrics
