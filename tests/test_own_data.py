@@ -264,19 +264,19 @@ def test_folder_group_by_without_subjects_is_a_config_error(own, tmp_path):
 
 # ------------------------------------------------------------------ more than two classes
 def test_multiclass_metrics_have_no_binary_only_figures_and_per_class_sensitivity():
-    target = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    pred = torch.tensor([0, 1, 1, 1, 2, 0, 3, 3])
+    target = torch.tensor([0, 0, 0, 0, 1, 2, 3, 3])  # imbalanced: macro != micro
+    pred = torch.tensor([0, 0, 0, 1, 1, 2, 3, 0])
     probs = torch.nn.functional.one_hot(pred, 4).float() * 0.7 + 0.075
     metrics = M.multiclass_metrics(4)
     metrics.update(probs, target)
     values = {k: float(v) for k, v in metrics.compute().items()}
     assert "sensitivity" not in values and "specificity" not in values
     assert values["acc"] == pytest.approx(6 / 8)
-    assert values["recall_macro"] == pytest.approx((0.5 + 1 + 0.5 + 1) / 4)
+    assert values["recall_macro"] == pytest.approx((0.75 + 1 + 1 + 0.5) / 4)
     assert values["recall_weighted"] == pytest.approx(values["acc"])
     per_class = M.per_class_sensitivity(4)
     per_class.update(probs, target)
-    assert per_class.compute().tolist() == [0.5, 1.0, 0.5, 1.0]
+    assert per_class.compute().tolist() == [0.75, 1.0, 1.0, 0.5]
     keys = M.per_class_keys("test/", ["benign", "early pre-B", "pre/B", "pre B"])
     assert keys == ["test/sensitivity_benign", "test/sensitivity_early_pre-B",
                     "test/sensitivity_pre_B_2", "test/sensitivity_pre_B_3"]  # fmt: skip
