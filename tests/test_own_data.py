@@ -86,6 +86,8 @@ def test_folder_natural_order_and_deep_nesting(tmp_path):
     assert ds.classes == ["b2", "b10"]  # natural order, not "b10" < "b2"
     names = [Path(p).relative_to(tmp_path / "c").as_posix() for p in ds.paths]
     assert names == ["b2/p100/1.png", "b2/x/y/2.png", "b2/x/y/10.png", "b10/p000/1.png"]
+    os.symlink(tmp_path / "c" / "b2", deep / "loop")  # a link to an ancestor ends, no loop
+    assert len(FolderDataset(tmp_path / "c")) == 4
 
 
 def test_folder_classes_and_positive_class_fix_the_order(own):
