@@ -458,3 +458,32 @@ def test_folder_as_the_dl4all_target_domain(tmp_path, demo_data):
     target = json.loads((run_dir / "split_target.json").read_text())
     assert len({f for v in target["subsets"].values() for f in v}) == 32  # every target image
     assert "test/recall_macro" in metrics and "test/sensitivity" not in metrics
+
+
+def test_report_of_four_class_runs_has_macro_columns_and_per_class_sensitivity(tmp_path):
+    from leuk_lightning.evaluation import report as R
+
+    for num, (acc, sens_b) in enumerate([(0.5, 0.25), (0.7, 0.75)]):
+        job = tmp_path / "own" / "multiruns" / "t" / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- data.split.repeat={num}\n")
+        (job / ".hydra" / "config.yaml").write_text("task_name: own\nseed: 1\n")
+        cm = np.diag([4 + num, 3, 2, 1]).tolist()
+        metrics = {"test/acc": acc, "test/recall_macro": acc - 0.1, "test/f1_macro": acc - 0.2,
+                   "test/f1_weighted": acc, "test/auroc": 0.9, "test/sensitivity_benign": sens_b,
+                   "test/sensitivity_pro_b": 1.0, "confusion_matrix": cm,
+                   "class_names": list(OWN_CLASSES)}  # fmt: skip
+        record = {"task_name": "own", "tags": [], "seed": 1, "metrics": metrics, "paper": None}
+        (job / "results.json").write_text(json.dumps(record))
+    rep = R.build_report([tmp_path / "own"], tmp_path / "rep", n_boot=100)
+    table = rep["markdown"].split("\n\n")[1]
+    assert "| Macro recall (%) | Macro F1 (%) |" in table
+    assert "Sensitivity" not in table and "Specificity" not in table
+    assert "| 50.00 ± 14.14 |" in table  # macro recall: 40 and 60 (sample std)
+    assert "| benign | 50.00 ± 35.36 |" in rep["markdown"]  # per class: 25 and 75
+    assert "| 3 (pro_b) |" in rep["markdown"]
+    runs = list(csv.DictReader((tmp_path / "rep" / "runs.csv").open()))
+    assert [r["test/sensitivity_benign"] for r in runs] == ["0.25", "0.75"]
+    (row,) = csv.DictReader((tmp_path / "rep" / "report.csv").open())
+    assert float(row["recall_macro_mean"]) == pytest.approx(50.0)
+    assert float(row["sensitivity_benign_mean"]) == pytest.approx(50.0)
