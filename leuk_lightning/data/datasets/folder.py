@@ -222,9 +222,16 @@ class FolderDataset(ImageFolderDataset):
 
     @staticmethod
     def _walk(folder: Path) -> list[Path]:
-        """Every non-ignored file under ``folder`` (hidden folders skipped), any depth."""
+        """Every non-ignored file under ``folder`` (hidden folders skipped), any depth; linked
+        folders are followed once (a link to an ancestor does not loop)."""
         out: list[Path] = []
+        visited: set[str] = set()
         for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in visited:
+                dirnames[:] = []
+                continue
+            visited.add(real)
             dirnames[:] = [d for d in dirnames if not is_ignored_name(d)]
             out += [Path(dirpath) / f for f in filenames if not is_ignored_name(f)]
         return out
