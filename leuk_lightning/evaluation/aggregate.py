@@ -27,6 +27,14 @@ METRICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("test/f1_weighted", "Weighted F1", ("f1_weighted", "weighted_f1", "f1")),
     ("test/auroc", "AUROC", ("auroc", "auc")),
 )
+# figures of tasks with more than two classes (no sensitivity/specificity there); table columns
+# appear only when some run has them
+MULTICLASS_METRICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("test/recall_macro", "Macro recall", ("recall_macro", "balanced_accuracy")),
+    ("test/f1_macro", "Macro F1", ("f1_macro",)),
+)
+#: prefix of the per-class sensitivities of multi-class runs (``test/sensitivity_<class>``)
+PER_CLASS_PREFIX = "test/sensitivity_"
 # further figures written to the CSV when the runs have them
 EXTRA_METRICS: tuple[tuple[str, str], ...] = (("test/ece", "ECE"), ("test/precision", "Precision"))
 
@@ -116,7 +124,7 @@ def aggregate(records: Sequence[RunRecord], n_boot: int = 10000, seed: int = 0) 
                 n_boot=n_boot,
                 seed=seed,
             )
-            for m in [k for k, _, _ in METRICS] + [k for k, _ in EXTRA_METRICS]
+            for m in summary_keys(ok)
         }
         cm = mean_confusion_percent(r.metrics.get("confusion_matrix") for r in ok)
         names = next(
@@ -131,6 +139,20 @@ def aggregate(records: Sequence[RunRecord], n_boot: int = 10000, seed: int = 0) 
                       summaries, cm, names, paper)
         )  # fmt: skip
     return rows
+
+
+def per_class_keys(records: Sequence[RunRecord]) -> list[str]:
+    """``test/sensitivity_<class>`` keys of the runs, in the order the runs list them."""
+    keys: dict[str, None] = {}
+    for r in records:
+        keys.update((k, None) for k in r.metrics if k.startswith(PER_CLASS_PREFIX))
+    return list(keys)
+
+
+def summary_keys(records: Sequence[RunRecord]) -> list[str]:
+    """Every metric summarised for a configuration: the fixed ones and per-class ones."""
+    fixed = [k for k, _, _ in (*METRICS, *MULTICLASS_METRICS)] + [k for k, _ in EXTRA_METRICS]
+    return fixed + per_class_keys(records)
 
 
 def _is_number(v: Any) -> bool:

@@ -2,13 +2,17 @@
 
 Binary single-label tasks (ALL vs normal) report the clinical figures of the papers: accuracy,
 sensitivity (recall of class 1, lymphoblast/ALL), specificity (recall of class 0), precision, F1 of
-class 1, weighted F1 and AUROC, all computed from the probability of class 1. Multi-class tasks
-report accuracy, macro recall/precision, weighted F1 and AUROC. Multi-label tasks (ADP) report
+class 1, weighted F1 and AUROC, all computed from the probability of class 1 (so which class is
+"positive" matters: index 1). Tasks with more than two classes have no single positive class, so
+no sensitivity/specificity: they report accuracy, macro and support-weighted recall (macro recall
+= balanced accuracy), precision and F1, one-vs-rest macro AUROC and, at test time, the
+sensitivity (recall) of every class (``sensitivity_<class>``). Multi-label tasks (ADP) report
 element-wise accuracy, macro F1 and mAP over the classes that have positives in the training split.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -35,16 +39,43 @@ def binary_metrics() -> MetricCollection:
 
 
 def multiclass_metrics(num_classes: int) -> MetricCollection:
-    """Metrics of a single-label task with more than 2 classes, fed with ``(probs, target)``."""
+    """Metrics of a single-label task with more than 2 classes, fed with ``(probs, target)``.
+
+    Binary-only figures (sensitivity, specificity, F1 of class 1) are not defined here; macro
+    averages weigh every class equally (a rare class counts as much as a common one), weighted
+    ones by the class's share of the samples (weighted recall equals accuracy)."""
     return MetricCollection(
         {
             "acc": C.MulticlassAccuracy(num_classes, average="micro"),
-            "sensitivity": C.MulticlassRecall(num_classes, average="macro"),
-            "precision": C.MulticlassPrecision(num_classes, average="macro"),
+            "recall_macro": C.MulticlassRecall(num_classes, average="macro"),
+            "recall_weighted": C.MulticlassRecall(num_classes, average="weighted"),
+            "precision_macro": C.MulticlassPrecision(num_classes, average="macro"),
+            "precision_weighted": C.MulticlassPrecision(num_classes, average="weighted"),
+            "f1_macro": C.MulticlassF1Score(num_classes, average="macro"),
             "f1_weighted": C.MulticlassF1Score(num_classes, average="weighted"),
             "auroc": C.MulticlassAUROC(num_classes),
         }
     )
+
+
+def per_class_sensitivity(num_classes: int) -> Metric:
+    """Recall of each class of a multi-class task (one-vs-rest sensitivity), fed with
+    ``(probs, target)``; NaN-free: a class absent from the targets gets 0."""
+    return C.MulticlassRecall(num_classes, average="none")
+
+
+def metric_name(class_name: str) -> str:
+    """A class name as a metric-key suffix (letters, digits, ``_``, ``-``, ``.``)."""
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", str(class_name)).strip("_") or "class"
+
+
+def per_class_keys(prefix: str, class_names: Sequence[str]) -> list[str]:
+    """``<prefix>sensitivity_<class>`` per class; duplicates after cleaning get ``_<index>``."""
+    names = [metric_name(n) for n in class_names]
+    return [
+        f"{prefix}sensitivity_{n}" + (f"_{i}" if names.count(n) > 1 else "")
+        for i, n in enumerate(names)
+    ]
 
 
 class MaskedMultilabel(Metric):
@@ -135,8 +166,14 @@ def per_class_f1(num_labels: int) -> Metric:
 
 
 def format_confusion_matrix(cm: Tensor, class_names: Sequence[str]) -> str:
-    """A plain-text confusion matrix with counts and percentages of all samples."""
+    """A plain-text confusion matrix with counts and percentages of all samples.
+
+    More than two classes: columns are numbered (a legend row-label ``i name`` gives the names),
+    each cell holds the count, and a last column the class's sensitivity (row recall), so 15
+    classes still fit a terminal."""
     cm = cm.long().cpu()
+    if cm.shape[0] > 2:
+        return _format_confusion_nxn(cm, class_names)
     total = max(int(cm.sum()), 1)
     width = max(len(n) for n in class_names) + 2
     header = "true \\ pred".ljust(width + 6) + "".join(n.rjust(18) for n in class_names)
@@ -144,4 +181,23 @@ def format_confusion_matrix(cm: Tensor, class_names: Sequence[str]) -> str:
     for i, name in enumerate(class_names):
         cells = "".join(f"{int(v):>8d} ({100 * int(v) / total:5.1f}%)" for v in cm[i])
         lines.append(name.ljust(width + 6) + cells)
+    return "\n".join(lines)
+
+
+def _format_confusion_nxn(cm: Tensor, class_names: Sequence[str]) -> str:
+    n = cm.shape[0]
+    labels = [f"{i} {name}" for i, name in enumerate(class_names)]
+    first = max(len("true \\ pred"), *(len(x) for x in labels)) + 2
+    cell = max(len(str(int(cm.max()))), len(str(n - 1))) + 2
+    lines = ["true \\ pred".ljust(first) + "".join(str(j).rjust(cell) for j in range(n))
+             + "  sensitivity"]  # fmt: skip
+    for i, label in enumerate(labels):
+        support = int(cm[i].sum())
+        recall = f"{100 * int(cm[i, i]) / support:10.1f}%" if support else "         –"
+        counts = "".join(str(int(v)).rjust(cell) for v in cm[i])
+        lines.append(label.ljust(first) + counts + "  " + recall)
+    total = max(int(cm.sum()), 1)
+    lines.append(
+        f"{int(cm.trace())} of {int(cm.sum())} correct ({100 * int(cm.trace()) / total:.1f}%)"
+    )
     return "\n".join(lines)

@@ -17,13 +17,18 @@ import numpy as np
 from leuk_lightning.evaluation.aggregate import (
     EXTRA_METRICS,
     METRICS,
+    MULTICLASS_METRICS,
+    PER_CLASS_PREFIX,
     ConfigRow,
+    Summary,
     _is_number,
     paper_figure,
+    per_class_keys,
 )
 from leuk_lightning.evaluation.records import RunRecord
 
 log = logging.getLogger(__name__)
+_EMPTY = Summary(0, math.nan, math.nan, math.nan, math.nan)
 
 
 def _fmt(mean: float, std: float = math.nan, digits: int = 2) -> str:
@@ -53,6 +58,26 @@ def confusion_markdown(cm: np.ndarray, class_names: Sequence[str] | None) -> str
     return _md_table(header, rows)
 
 
+def table_metrics(rows: Sequence[ConfigRow]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Columns of the main table: the papers' metrics, minus sensitivity/specificity when no
+    configuration has them (multi-class tasks), plus macro figures when one has them."""
+    has = {k for r in rows for k, s in r.summaries.items() if s.n > 0}
+    binary_only = {"test/sensitivity", "test/specificity"}
+    multiclass = [m for m in MULTICLASS_METRICS if m[0] in has]
+    if not multiclass:
+        return list(METRICS)
+    return [m for m in METRICS if m[0] not in binary_only or m[0] in has] + multiclass
+
+
+def _per_class_markdown(r: ConfigRow) -> str | None:
+    keys = [k for k in r.summaries if k.startswith(PER_CLASS_PREFIX) and r.summaries[k].n]
+    if not keys:
+        return None
+    body = [[k[len(PER_CLASS_PREFIX) :], _fmt(r.summaries[k].mean, r.summaries[k].std)]
+            for k in keys]  # fmt: skip
+    return _md_table(["Class", "Sensitivity (%)"], body)
+
+
 def markdown_report(
     rows: Sequence[ConfigRow],
     comparisons: Sequence[dict[str, Any]] = (),
@@ -60,11 +85,10 @@ def markdown_report(
     n_boot: int = 10000,
 ) -> str:
     """The report as markdown: main table, confusion matrices, problems, comparisons."""
-    paper_cols = [
-        (k, t, al) for k, t, al in METRICS if any(paper_figure(r.paper, al) for r in rows)
-    ]
+    shown = table_metrics(rows)
+    paper_cols = [(k, t, al) for k, t, al in shown if any(paper_figure(r.paper, al) for r in rows)]
     header = ["Configuration", "Runs"]
-    for k, t, al in METRICS:
+    for k, t, al in shown:
         header.append(f"{t} (%)")
         if (k, t, al) in paper_cols:
             header.append(f"Paper {t.lower()} (%)")
@@ -73,7 +97,7 @@ def markdown_report(
     for r in rows:
         n_expected = len(r.runs) + len(r.problems)
         cells = [r.label, f"{len(r.runs)}/{n_expected}"]
-        for k, t, al in METRICS:
+        for k, t, al in shown:
             s = r.summaries[k]
             cells.append(_fmt(s.mean, s.std))
             if (k, t, al) in paper_cols:
@@ -96,6 +120,9 @@ def markdown_report(
         if r.confusion_pct is not None:
             parts += ["", f"## Average confusion matrix (%): {r.label}", ""]
             parts.append(confusion_markdown(r.confusion_pct, r.class_names))
+            per_class = _per_class_markdown(r)
+            if per_class:
+                parts += ["", f"Per-class sensitivity (%): {r.label}", "", per_class]
             paper_cm = (r.paper or {}).get("confusion_matrix")
             if paper_cm is not None and np.shape(paper_cm) == r.confusion_pct.shape:
                 parts += ["", f"Paper ({r.paper.get('source', 'published')}):", ""]
@@ -125,7 +152,8 @@ def markdown_report(
 
 def csv_report(rows: Sequence[ConfigRow]) -> str:
     """One CSV row per configuration: every metric's mean/std/CI in %, paper figures, CM %."""
-    metric_keys = [(k, t, al) for k, t, al in METRICS] + [(k, t, ()) for k, t in EXTRA_METRICS]
+    metric_keys = [*METRICS, *MULTICLASS_METRICS] + [(k, t, ()) for k, t in EXTRA_METRICS]
+    metric_keys += [(k, k, ()) for k in per_class_keys([run for r in rows for run in r.runs])]
     max_n = max((r.confusion_pct.shape[0] for r in rows if r.confusion_pct is not None), default=0)
     header = ["configuration", "task_name", "overrides", "n_runs", "n_missing_or_failed"]
     for k, _, _ in metric_keys:
@@ -146,7 +174,7 @@ def csv_report(rows: Sequence[ConfigRow]) -> str:
             len(r.problems),
         ]
         for k, _, al in metric_keys:
-            s = r.summaries[k]
+            s = r.summaries.get(k) or _EMPTY
             fig = paper_figure(r.paper, al) if al else None
             line += [_num(s.mean), _num(s.std), _num(s.ci_low), _num(s.ci_high)]
             line += [_num(fig[0]), _num(fig[1])] if fig else ["", ""]
@@ -164,7 +192,8 @@ def csv_report(rows: Sequence[ConfigRow]) -> str:
 
 def runs_csv(records: Sequence[RunRecord]) -> str:
     """One CSV row per run (the raw figures behind the table, for notebooks)."""
-    keys = [k for k, _, _ in METRICS] + [k for k, _ in EXTRA_METRICS]
+    keys = [k for k, _, _ in (*METRICS, *MULTICLASS_METRICS)] + [k for k, _ in EXTRA_METRICS]
+    keys += per_class_keys(records)
     header = ["run", "configuration", "status", "repeat", "fold", "seed", *keys, "confusion_matrix"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -88,6 +88,10 @@ class ClassifierModule(LightningModule):
         self.val_metrics = self._metrics("val/", valid)
         self.test_metrics = self._metrics("test/", valid)
         self.test_confusion = M.confusion_matrix_metric(num_classes, multilabel)
+        # multi-class: the sensitivity of every class (binary tasks have sensitivity/specificity)
+        self.test_per_class = (
+            M.per_class_sensitivity(num_classes) if not multilabel and num_classes > 2 else None
+        )
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
         self.val_best.persistent(True)  # in checkpoints: a resumed run keeps its best so far
         self.test_results: dict[str, Any] = {}
@@ -196,6 +200,8 @@ class ClassifierModule(LightningModule):
         if self.test_confusion is not None:
             preds = (scores >= 0.5).long() if self.num_classes == 2 else scores.argmax(-1)
             self.test_confusion.update(preds, target)
+        if self.test_per_class is not None:
+            self.test_per_class.update(scores, target)
         return {
             "scores": scores,
             "target": target,
@@ -223,6 +229,11 @@ class ClassifierModule(LightningModule):
     def on_test_epoch_end(self) -> None:
         values = self.test_metrics.compute()
         self.test_metrics.reset()
+        if self.test_per_class is not None:
+            per_class = self.test_per_class.compute()
+            self.test_per_class.reset()
+            keys = M.per_class_keys("test/", self.class_names)
+            values.update({k: v for k, v in zip(keys, per_class, strict=True)})
         self.log_dict(values, sync_dist=True)
         self.test_results = {k: float(v) for k, v in values.items()}
         if self.test_confusion is not None:

@@ -83,7 +83,27 @@ def make_loader(
     )
 
 
-SPLIT_PROTOCOLS = ("holdout", "kfold")
+SPLIT_PROTOCOLS = ("holdout", "kfold", "fixed")
+
+
+def fixed_split(dataset: Any) -> dict[str, Any]:
+    """``data.split.protocol=fixed``: the subsets a dataset states per item (``split_names``,
+    e.g. the ``split`` column of a CSV manifest); without test items the validation subset
+    doubles as the test subset."""
+    names = getattr(dataset, "split_names", None)
+    if names is None:
+        raise ConfigError(
+            f"data.split.protocol=fixed: dataset {type(dataset).__name__} states no split per "
+            "image (a CSV manifest needs a 'split' column with train/val/test)"
+        )
+    names = np.asarray(names)
+    indices = {k: np.flatnonzero(names == k) for k in ("train", "val", "test")}
+    empty = [k for k in ("train", "val") if not len(indices[k])]
+    if empty:
+        raise ConfigError(f"data.split.protocol=fixed: no images in subset(s) {empty}")
+    if not len(indices["test"]):
+        del indices["test"]
+    return indices
 
 
 def _split_index(split_cfg: dict[str, Any], key: str, limit: int | None) -> int | None:
@@ -118,10 +138,13 @@ def protocol_split(labels: Any, split_cfg: dict[str, Any], groups: Any = None) -
       run is ``fold`` of ``repeat``. ``fractions`` = [train, val, test] with test = 1/n_splits;
       the training pool (the other folds) is split train:val (HistoTNet 40/10/50, 2-fold x10).
     ``group_by`` groups (subjects) never straddle two subsets in either protocol.
+    ``protocol: fixed`` (the dataset's own per-image split) is handled by the datamodule.
     """
     protocol = split_cfg.get("protocol") or "holdout"
     if protocol not in SPLIT_PROTOCOLS:
         raise ConfigError(f"data.split.protocol={protocol!r} is not known; use {SPLIT_PROTOCOLS}")
+    if protocol == "fixed":
+        raise ConfigError("data.split.protocol=fixed takes the dataset's split: see fixed_split")
     seed = int(split_cfg.get("seed", 0))
     fractions = [float(f) for f in split_cfg.get("fractions", [0.7, 0.2, 0.1])]
     n_repeats = split_cfg.get("n_repeats")
@@ -271,6 +294,8 @@ class ClassificationDataModule(LightningDataModule):
         if self.split_file:
             indices = S.load_split(self.split_file, self.dataset.paths)
             log.info("Reusing split %s", self.split_file)
+        elif self.split_cfg.get("protocol") == "fixed":
+            indices = fixed_split(self.dataset)
         else:
             indices = protocol_split(labels, self.split_cfg, groups)
         if "test" not in indices:  # e.g. ADP pre-training 90/10: validation doubles as test

@@ -22,6 +22,8 @@ from leuk_lightning.data.datasets.cnmc import (
     is_normal_subject,
     parse_cnmc_name,
 )
+from leuk_lightning.data.datasets.folder import FolderDataset
+from leuk_lightning.data.datasets.manifest import MANIFEST_SPLITS, ManifestDataset
 
 __all__ = [
     "ADP_COLUMNS",
@@ -33,9 +35,12 @@ __all__ = [
     "CNMC_FINAL_DIR",
     "CNMC_PRELIM_CSV",
     "CNMC_PRELIM_DIR",
+    "MANIFEST_SPLITS",
     "AdpDataset",
     "AllIdb2Dataset",
     "CnmcDataset",
+    "FolderDataset",
+    "ManifestDataset",
     "adp_slide_of",
     "decode_image",
     "is_normal_subject",
