@@ -169,7 +169,14 @@ def write_results(cfg: DictConfig, metrics: dict[str, Any], loggers: list[Logger
     cm = metrics.get("confusion_matrix")
     if cm is not None:
         names = metrics.get("class_names") or [str(i) for i in range(len(cm))]
-        text = save_confusion_matrix(torch.tensor(cm), names, out / "confusion_matrix.png")
+        paper = (record["paper"] or {}).get("confusion_matrix")
+        text = save_confusion_matrix(
+            torch.tensor(cm),
+            names,
+            out / "confusion_matrix.png",
+            title=f"{cfg.task_name}: test confusion matrix",
+            paper=paper,
+        )
         atomic_write_text(out / "confusion_matrix.txt", text + "\n")
         for logger in loggers:
             if isinstance(logger, WandbLogger):
