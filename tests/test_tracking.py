@@ -142,3 +142,47 @@ def test_job_config_has_overrides_choices_and_no_hydra_noise(tmp_path):
     assert config["choices"]["logger"] == "wandb" and "seed=3" in config["overrides"]
     assert config["version"] and "pretrain" not in config
     assert not _has_key(config, "_target_") and not _has_key(config, "_partial_")
+
+
+def test_protocol_jobs_are_named_by_repeat_and_fold_and_grouped_by_sweep(tmp_path):
+    """A 20-job protocol: 20 names that tell the jobs apart, one group per sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    common = ["+experiment=histotnet_resnet18_l2", "protocol=histotnet_cv", "debug=demo"]
+    sweep = tmp_path / "logs" / "histotnet_resnet18_l2" / "multiruns" / "2026-11-24_10-00-00"
+    sweep.mkdir(parents=True)
+    OmegaConf.save({"hydra": {"overrides": {"task": common}}}, sweep / "multirun.yaml")
+    names, groups = [], set()
+    for repeat in range(10):
+        for fold in range(2):
+            job = [f"data.split.repeat={repeat}", f"data.split.fold={fold}", *common]
+            cfg = compose_config(job, tmp_path)
+            OmegaConf.set_readonly(cfg.hydra, False)
+            with open_dict(cfg):
+                cfg.hydra.mode = "MULTIRUN"
+                cfg.hydra.sweep.dir = str(sweep)
+                cfg.paths.log_dir = str(tmp_path / "logs")
+            HydraConfig().set_config(cfg)
+            names.append(tracking.job_name(cfg))
+            groups.add(tracking.job_group(cfg))
+    assert names[:3] == ["repeat=0 fold=0", "repeat=0 fold=1", "repeat=1 fold=0"]
+    assert len(set(names)) == 20
+    assert groups == {"histotnet_resnet18_l2/multiruns/2026-11-24_10-00-00"}
+
+
+@pytest.mark.slow
+def test_report_table_is_logged_into_the_runs_group(tmp_path, monkeypatch):
+    from leuk_lightning.cli import report as report_cli
+    from tests.test_report import write_sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = write_sweep(tmp_path / "logs", "histotnet_resnet18_l2", [0.95, 0.97])
+    for job in ("0", "1"):
+        info = {"id": f"job{job}", "group": "histotnet_resnet18_l2/multiruns/T", "project": "q"}
+        (sweep / job / tracking.RUN_FILE).write_text(json.dumps(info))
+    assert report_cli.main([str(sweep), "--out", str(tmp_path / "out"), "--wandb"]) == 0
+    (run,) = find_runs(tmp_path / "out")
+    assert (run.group, run.job_type) == ("histotnet_resnet18_l2/multiruns/T", "report")
+    assert run.project == "q"
+    assert "report/table/nrows" in run.history_keys or "report/table/_type" in run.history_keys

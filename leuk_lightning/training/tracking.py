@@ -229,6 +229,10 @@ def instantiate_loggers(cfg: DictConfig) -> tuple[list[Logger], dict[str, Any]]:
         if str(conf["_target_"]).endswith("WandbLogger"):
             options = {k: conf.pop(k) for k in _OWN_KEYS if k in conf}
             conf = _wandb_kwargs(cfg, conf)
+        elif str(conf.get("tracking_uri") or "").startswith("file:"):
+            # MLflow >= 3.7 refuses the local file store unless opted in; logger=mlflow asks
+            # for it explicitly (a database or server URI needs no opt-in)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         loggers.append(hydra.utils.instantiate(conf))
     return loggers, options
 
