@@ -140,6 +140,8 @@ def test_job_config_has_overrides_choices_and_no_hydra_noise(tmp_path):
     cfg = _cfg(tmp_path, "seed=3")
     config = tracking.job_config(cfg)
     assert config["choices"]["logger"] == "wandb" and "seed=3" in config["overrides"]
+    # Hydra's own groups would collide as MLflow params ("choices/hydra" vs "choices/hydra/env")
+    assert not any(k.startswith("hydra") for k in config["choices"])
     assert config["version"] and "pretrain" not in config
     assert not _has_key(config, "_target_") and not _has_key(config, "_partial_")
 

@@ -36,6 +36,7 @@ import hydra
 import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from leuk_lightning.utils.config import PACKAGE_DIR, resolved_dict
@@ -182,7 +183,9 @@ def job_config(cfg: DictConfig) -> dict[str, Any]:
         config.pop("pretrain", None)  # a stage's own run, or a one-stage experiment
     hc = _hydra_cfg()
     config["overrides"] = job_overrides()
-    config["choices"] = dict(hc.runtime.choices) if hc is not None else {}
+    # the project's group choices (data, model, ...); Hydra's own (hydra/launcher, ...) are noise
+    choices = dict(hc.runtime.choices) if hc is not None else {}
+    config["choices"] = {k: v for k, v in choices.items() if k != "hydra" and "hydra/" not in k}
     config["git_commit"] = git_commit()
     config["version"] = __version__
     return config
@@ -207,8 +210,9 @@ def _wandb_kwargs(cfg: DictConfig, conf: dict[str, Any]) -> dict[str, Any]:
     mode = conf.get("mode") or wandb_mode()
     if mode:
         conf["mode"] = mode
-    keep = ("id", "group", "name", "job_type", "project")
-    atomic_write_json(run_file, {k: conf.get(k) for k in keep})
+    if rank_zero_only.rank == 0:  # DDP: only rank zero's run exists (and is resumed)
+        keep = ("id", "group", "name", "job_type", "project")
+        atomic_write_json(run_file, {k: conf.get(k) for k in keep})
     return conf
 
 
