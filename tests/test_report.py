@@ -142,9 +142,10 @@ def test_seed_and_fold_do_not_split_a_configuration_but_other_overrides_do(tmp_p
     assert "model=test_vit" in rows[1].label and "model=" not in rows[0].label
 
 
-def test_no_runs_is_one_clear_error(tmp_path, caplog):
+def test_no_runs_is_one_clear_error(tmp_path, capsys):
     assert report_cli.main([str(tmp_path)]) == 2
-    assert "no runs" in caplog.text
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "leuk-lightning report: error: report: no runs" in err[0]
     with pytest.raises(Exception, match="not a directory"):
         records.collect_runs([tmp_path / "absent"])
 
