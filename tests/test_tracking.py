@@ -126,12 +126,18 @@ def test_mode_respects_the_users_settings(tmp_path, monkeypatch):
 
 
 def test_disabled_mode_writes_no_run(tmp_path, monkeypatch):
+    import wandb
+
     monkeypatch.setenv("WANDB_MODE", "disabled")
+    wandb.teardown()  # wandb reads WANDB_MODE once per process (its setup singleton)
     cfg = _cfg(tmp_path)
-    loggers, options = tracking.instantiate_loggers(cfg)
-    wandb_logger = next(lg for lg in loggers if type(lg).__name__ == "WandbLogger")
-    wandb_logger.log_hyperparams(tracking.job_config(cfg))
-    tracking.finish(loggers)
+    try:
+        loggers, options = tracking.instantiate_loggers(cfg)
+        wandb_logger = next(lg for lg in loggers if type(lg).__name__ == "WandbLogger")
+        wandb_logger.log_hyperparams(tracking.job_config(cfg))
+        tracking.finish(loggers)
+    finally:
+        wandb.teardown()  # later tests in this process get their own WANDB_MODE
     assert options["log_predictions"] is True
     assert not list(tmp_path.rglob("run-*.wandb")) and not list(tmp_path.rglob("offline-run-*"))
 
