@@ -100,6 +100,10 @@ def test_make_help_lists_the_targets():
 def test_ci_checks_formatting_and_precommit_runs_ruff():
     ci = (REPO / ".ci" / "run").read_text()
     assert "ruff format --check" in ci or "make lint" in ci
+    # CI installs the known-good torch pair; pyproject.toml keeps ranges (see test_packaging)
+    assert "PIP_CONSTRAINT" in ci
+    pins = (REPO / ".ci" / "constraints.txt").read_text().split()
+    assert {"torch==2.14.1", "torchvision==0.29.1"} <= set(pins)
     hooks = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())
     ids = {h["id"] for repo in hooks["repos"] for h in repo["hooks"]}
     assert {"ruff", "ruff-format"} <= ids
