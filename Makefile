@@ -4,7 +4,10 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= histotnet_resnet18_l2
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install test test-fast lint format demo sweep report bench clean
+.PHONY: help install test test-fast lint format demo sweep report bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## .*$$' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "%-10s %s\n", $$1, $$2}'
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -23,7 +26,7 @@ lint: ## ruff lint + format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-format:
+format: ## ruff format + lint fixes
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
@@ -41,5 +44,5 @@ bench: ## speed benchmarks, each printing ratios measured in one run (see benchm
 	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py || exit 1; done
 	$(PY) benchmarks/dataset_load.py --images 1000  # the 10,000-image figure: --images 10000
 
-clean:
+clean: ## remove caches and build outputs
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

@@ -41,9 +41,10 @@ def build_parser() -> ToolParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from leuk_lightning.inference.export import export_onnx
+    from leuk_lightning.inference.export import export_onnx, require_export_packages
     from leuk_lightning.inference.predict import load_classifier
 
+    require_export_packages()  # before loading anything: the `export` extra may be missing
     classifier = load_classifier(args.ckpt_path, args.config)
     output = args.output or (Path(classifier.run_dir or ".") / "model.onnx")
     info = export_onnx(

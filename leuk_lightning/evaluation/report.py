@@ -7,13 +7,13 @@ mean ± std, 95 % bootstrap CI, average confusion matrix in %, the paper's figur
 results are listed by name in the report and in a warning. ``--compare A B`` adds a paired
 Wilcoxon signed-rank test over runs matched by (repeat, fold, seed); A and B are configuration
 labels as printed in the table, task names, or run folders. ``--wandb`` also logs the table to
-Weights & Biases (offline unless ``WANDB_MODE=online``).
+Weights & Biases, in the W&B group of the runs it summarises.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,16 +58,37 @@ def build_report(
     }
 
 
+def wandb_group_of(runs: Sequence[Any]) -> dict[str, Any]:
+    """The W&B group/project the jobs were logged to (their ``wandb_run.json``), if any."""
+    for run in runs:
+        job_dir = getattr(run, "job_dir", None)
+        path = Path(job_dir) / "wandb_run.json" if job_dir else None
+        if path is not None and path.is_file():
+            info = json.loads(path.read_text())
+            return {k: info[k] for k in ("group", "project") if info.get(k)}
+    return {}
+
+
 def log_to_wandb(report: dict[str, Any], out_dir: Path, project: str) -> str:
-    """Log the configuration table (and comparisons) as W&B tables; offline by default."""
+    """Log the configuration table (and comparisons) as W&B tables, in the W&B group of the runs
+    it summarises (job type ``report``); WANDB_MODE/the user's settings decide, else offline."""
     import csv
 
     import wandb
 
-    mode = "online" if os.environ.get("WANDB_MODE", "offline").lower() == "online" else "offline"
+    from leuk_lightning.training.tracking import wandb_mode
+
     with open(report["files"]["csv"], newline="") as f:
         data = list(csv.reader(f))
-    run = wandb.init(project=project, job_type="report", dir=str(out_dir), mode=mode)
+    where = {"project": project, **wandb_group_of(report["records"])}
+    mode = wandb_mode()
+    run = wandb.init(
+        job_type="report",
+        name=f"report {where.get('group') or out_dir.name}",
+        dir=str(out_dir),
+        **where,
+        **({"mode": mode} if mode else {}),
+    )
     try:
         run.log({"report/table": wandb.Table(columns=data[0], data=data[1:])})
         for i, c in enumerate(report["comparisons"]):

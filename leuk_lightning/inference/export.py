@@ -29,6 +29,21 @@ from leuk_lightning.utils.io import atomic_write, atomic_write_json
 log = logging.getLogger(__name__)
 
 
+EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def require_export_packages() -> None:
+    """ONNX export needs the ``export`` extra; say how to install it instead of a traceback."""
+    import importlib.util
+
+    missing = [m for m in EXPORT_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"ONNX export needs {', '.join(missing)}, which are not installed: "
+            'pip install "leuk-lightning[export]" (or: pip install onnx onnxscript onnxruntime)'
+        )
+
+
 def export_onnx(
     classifier: LoadedClassifier,
     output: str | Path,
@@ -38,10 +53,9 @@ def export_onnx(
     check_batch: int = 4,
 ) -> dict[str, Any]:
     """Write the ONNX model (atomically) and its sidecar JSON; returns the check's numbers."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:  # a dev dependency
-        raise ConfigError("format=onnx needs onnxruntime: pip install onnxruntime") from exc
+    require_export_packages()
+    import onnxruntime as ort
+
     if classifier.image_size is None:
         raise ConfigError("the run has no fixed data.image_size; ONNX export needs one")
     model = classifier.inference_model(tta).cpu()

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from leuk_lightning.errors import ConfigError
 from leuk_lightning.training.run import run
+from leuk_lightning.training.tracking import job_group
 from leuk_lightning.utils.config import apply_debug_last, config_hash
 from leuk_lightning.utils.distributed import ddp_job
 from leuk_lightning.utils.io import atomic_write_json, atomic_write_text
@@ -79,6 +80,14 @@ def stage_config(cfg: DictConfig, key: str) -> DictConfig:
         stage_cfg.pretrain = {"enabled": False}
         stage_cfg.paper = None
         stage_cfg.demo_data = False
+        # the stage's own W&B run: job type `pretrain`, in its experiment's group, its files in
+        # the job's run directory (see training/tracking.py)
+        stage_cfg.wandb_stage = {
+            "job_type": "pretrain",
+            "group": job_group(cfg),
+            "name": f"pretrain {stage.get('name', key)}",
+            "dir": str(cfg.paths.output_dir),
+        }
     return stage_cfg
 
 

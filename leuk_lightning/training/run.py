@@ -16,7 +16,13 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from leuk_lightning.errors import ConfigError
-from leuk_lightning.utils.config import resolved_dict
+from leuk_lightning.training.tracking import (
+    finish,
+    instantiate_loggers,
+    job_config,
+    log_artifacts,
+    review_callbacks,
+)
 from leuk_lightning.utils.distributed import trainer_overrides
 from leuk_lightning.utils.io import AtomicCheckpointIO, atomic_write_json, atomic_write_text
 from leuk_lightning.utils.speed import apply_speed_options
@@ -76,7 +82,8 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     module = hydra.utils.instantiate(cfg.regime, net=net, **datamodule.regime_kwargs())
     apply_speed_options(module, datamodule, cfg.get("extras"), cfg.trainer)
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
-    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    loggers, wandb_options = instantiate_loggers(cfg)
+    callbacks += review_callbacks(loggers, wandb_options)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=callbacks,
@@ -91,6 +98,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         "trainer": trainer,
         "callbacks": callbacks,
         "loggers": loggers,
+        "wandb_options": wandb_options,
     }
 
 
@@ -99,9 +107,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     apply_extras(cfg)
     objects = build(cfg)
+    try:
+        return _fit_and_test(cfg, objects)
+    finally:
+        finish(objects["loggers"])  # one W&B run per job and per stage
+
+
+def _fit_and_test(cfg: DictConfig, objects: dict[str, Any]) -> dict[str, Any]:
     trainer, module, datamodule = objects["trainer"], objects["module"], objects["datamodule"]
     for logger in objects["loggers"]:
-        logger.log_hyperparams(resolved_dict(cfg))
+        logger.log_hyperparams(job_config(cfg))
 
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
@@ -125,6 +140,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics["best_checkpoint"] = best
     if trainer.is_global_zero:
         write_results(cfg, metrics, objects["loggers"])
+        log_artifacts(cfg, objects["loggers"], objects["wandb_options"], best)
     return metrics
 
 
@@ -153,7 +169,14 @@ def write_results(cfg: DictConfig, metrics: dict[str, Any], loggers: list[Logger
     cm = metrics.get("confusion_matrix")
     if cm is not None:
         names = metrics.get("class_names") or [str(i) for i in range(len(cm))]
-        text = save_confusion_matrix(torch.tensor(cm), names, out / "confusion_matrix.png")
+        paper = (record["paper"] or {}).get("confusion_matrix")
+        text = save_confusion_matrix(
+            torch.tensor(cm),
+            names,
+            out / "confusion_matrix.png",
+            title=f"{cfg.task_name}: test confusion matrix",
+            paper=paper,
+        )
         atomic_write_text(out / "confusion_matrix.txt", text + "\n")
         for logger in loggers:
             if isinstance(logger, WandbLogger):

@@ -49,33 +49,72 @@ def print_results(metrics: dict[str, Any], title: str) -> None:
         console.print(format_confusion_matrix(torch.tensor(cm), names), markup=False)
 
 
-def save_confusion_matrix(cm: torch.Tensor, class_names: Sequence[str], path: Path) -> str:
-    """Save a confusion-matrix figure (counts and % of all samples); return its text form."""
+def _text_color(rgba: Sequence[float]) -> str:
+    """White on dark cells, black on light ones (relative luminance of the cell colour)."""
+    r, g, b = rgba[:3]
+    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5 else "black"
+
+
+def _matrix_panel(ax: Any, values: Any, labels: list[list[str]], names: Sequence[str], title: str):
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=max(float(values.max()), 1e-9))
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            color = _text_color(image.cmap(image.norm(values[i, j])))
+            ax.text(j, i, labels[i][j], ha="center", va="center", color=color, fontsize=10)
+    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 3 else 0)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+
+
+def confusion_matrix_figure(
+    cm: torch.Tensor,
+    class_names: Sequence[str],
+    title: str = "Test confusion matrix",
+    paper: Sequence[Sequence[float]] | None = None,
+    paper_title: str = "Paper (% of the test set)",
+) -> Any:
+    """Counts and % of all samples per cell, text coloured by cell darkness; the paper's matrix
+    (in %) beside it when the experiment states one of the same shape."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    cm = cm.long().cpu()
+    n = len(class_names)
+    total = max(int(cm.sum()), 1)
+    pct = 100.0 * cm.double() / total
+    show_paper = paper is not None and [len(r) for r in paper] == [n] * n
+    panels = 2 if show_paper else 1
+    size = 1.6 + 1.2 * n
+    fig, axes = plt.subplots(1, panels, figsize=(size * panels, size - 0.2), squeeze=False)
+    labels = [[f"{int(cm[i, j])}\n{float(pct[i, j]):.1f}%" for j in range(n)] for i in range(n)]
+    _matrix_panel(axes[0][0], cm.numpy(), labels, class_names, f"{title} (n={total})")
+    if show_paper:
+        labels = [[f"{float(v):.2f}%" for v in row] for row in paper]
+        _matrix_panel(axes[0][1], paper, labels, class_names, paper_title)
+    fig.tight_layout()
+    return fig
+
+
+def save_confusion_matrix(
+    cm: torch.Tensor,
+    class_names: Sequence[str],
+    path: Path,
+    title: str = "Test confusion matrix",
+    paper: Sequence[Sequence[float]] | None = None,
+) -> str:
+    """Save :func:`confusion_matrix_figure` as PNG (atomically); return the matrix as text."""
+    import matplotlib.pyplot as plt
+
     from leuk_lightning.utils.io import atomic_write
 
-    cm = cm.long().cpu()
-    total = max(int(cm.sum()), 1)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(class_names), 1.2 + 1.2 * len(class_names)))
-    ax.imshow(cm.numpy(), cmap="Blues")
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(
-                j,
-                i,
-                f"{int(cm[i, j])}\n{100 * int(cm[i, j]) / total:.1f}%",
-                ha="center",
-                va="center",
-            )
-    ax.set_xticks(range(len(class_names)), class_names)
-    ax.set_yticks(range(len(class_names)), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
+    fig = confusion_matrix_figure(cm, class_names, title=title, paper=paper)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    return format_confusion_matrix(cm, class_names)
+    return format_confusion_matrix(cm.long().cpu(), class_names)

@@ -7,12 +7,6 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-
-def _wandb_offline() -> bool:
-    """W&B runs offline unless the user asked for online mode through ``WANDB_MODE``."""
-    return os.environ.get("WANDB_MODE", "offline").lower() not in {"online", "run"}
-
-
 RECIPES = ("code", "paper_text")
 
 
@@ -53,12 +47,10 @@ def _commands_help() -> str:
 
 
 def register_resolvers() -> None:
-    """Register the ``${leuk.*:}`` resolvers once per process: ``cwd``, ``wandb_offline``, and
+    """Register the ``${leuk.*:}`` resolvers once per process: ``cwd``, and
     ``recipe`` (code vs paper text), ``experiments``/``commands`` (the ``--help`` lists)."""
     if not OmegaConf.has_resolver("leuk.cwd"):
         OmegaConf.register_new_resolver("leuk.cwd", lambda: os.getcwd())
-    if not OmegaConf.has_resolver("leuk.wandb_offline"):
-        OmegaConf.register_new_resolver("leuk.wandb_offline", _wandb_offline)
     if not OmegaConf.has_resolver("leuk.recipe"):
         OmegaConf.register_new_resolver("leuk.recipe", by_recipe)
     if not OmegaConf.has_resolver("leuk.experiments"):
