@@ -12,18 +12,16 @@ interrupted stage resumes from its ``last.ckpt``.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from leuk_lightning.errors import ConfigError
 from leuk_lightning.training.run import run
 from leuk_lightning.utils.config import apply_debug_last, config_hash
 from leuk_lightning.utils.distributed import ddp_job
-from leuk_lightning.utils.io import atomic_write_json, atomic_write_text
+from leuk_lightning.utils.io import atomic_copy, atomic_write_json, atomic_write_text, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +104,7 @@ def run_stage(cfg: DictConfig, key: str) -> str:
     stage_dir = Path(cfg.paths.stage_cache_dir) / f"{name}-{digest}"
     done = stage_dir / "stage.json"
     stage_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(stage_dir) + ".lock"):
+    with file_lock(str(stage_dir) + ".lock", f"stage '{name}' ({stage_dir})"):
         if done.is_file():
             log.info("Stage '%s' found in cache (%s): reusing it, not retraining", name, stage_dir)
             return str(stage_dir / "best.ckpt")
@@ -124,9 +122,7 @@ def run_stage(cfg: DictConfig, key: str) -> str:
             raise ConfigError(
                 f"stage '{name}' produced no checkpoint; keep the model_checkpoint callback enabled"
             )
-        tmp = stage_dir / ".best.ckpt.tmp"
-        shutil.copyfile(best, tmp)
-        tmp.replace(stage_dir / "best.ckpt")
+        atomic_copy(best, stage_dir / "best.ckpt")
         atomic_write_json(
             done,
             {

@@ -106,8 +106,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
         ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
-        # our own checkpoints hold config objects (partials): not loadable with weights_only
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        # checkpoints are plain data, read with weights_only=True (utils/checkpoint.py)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     best = best_checkpoint(trainer)
     if cfg.get("test", True):
@@ -119,7 +119,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if ckpt is None and not cfg.get("train", True):
             raise ConfigError("train=false and test=true need ckpt_path=<checkpoint to test>")
         log.info("Testing checkpoint: %s", ckpt or "current weights")
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics.update(getattr(module, "test_results", {}) or {})
     metrics["best_checkpoint"] = best
