@@ -42,9 +42,7 @@ class ModelCheckpoint(_LightningModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _may_save(self, trainer: L.Trainer) -> bool:
-        return not (
-            trainer.fast_dev_run or trainer.state.fn != "fit" or trainer.sanity_checking
-        )
+        return not (trainer.fast_dev_run or trainer.state.fn != "fit" or trainer.sanity_checking)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any):
         super().on_train_batch_end(trainer, pl_module, *args)
