@@ -169,7 +169,8 @@ def test_malicious_stage_cache_best_ckpt_refused(tmp_path, trained, demo_data):
     cfg = compose_config(overrides, tmp_path, demo_data)
     stage_cfg = stage_config(cfg, "pretrain")
     name = cfg.pretrain.get("name", "pretrain")
-    stage_dir = Path(cfg.paths.stage_cache_dir) / f"{name}-{config_hash(stage_fingerprint(stage_cfg))}"
+    digest = config_hash(stage_fingerprint(stage_cfg))
+    stage_dir = Path(cfg.paths.stage_cache_dir) / f"{name}-{digest}"
     marker = tmp_path / "marker"
     evil = _evil_copy(trained / "checkpoints" / "last.ckpt", stage_dir / "best.ckpt", marker)
     (stage_dir / "stage.json").write_text(json.dumps({"name": name}))

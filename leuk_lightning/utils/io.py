@@ -63,16 +63,20 @@ def temp_prefix(path: Path) -> str:
 
 
 def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Remove the temporary files left beside ``path`` by interrupted writers; returns them."""
+    """Remove the temporary files that interrupted writers left in ``path``'s folder (for any
+    target: a run killed while writing ``epoch_003.ckpt`` may never write that name again);
+    returns them. Files of live writers on this host are kept."""
     path = Path(path)
     removed: list[Path] = []
-    try:
-        candidates = list(path.parent.glob(f".{path.name}.*.tmp"))
+    try:  # every target of the folder: a killed run may have been writing another file
+        candidates = list(path.parent.glob(".*.tmp"))
     except OSError:
         return removed
     for tmp in candidates:
-        owner = tmp.name[len(path.name) + 2 :].split(".", 1)[0]  # <host>-<pid>
-        host, _, pid = owner.rpartition("-")
+        parts = tmp.name.split(".")  # ["", <name parts>, "<host>-<pid>", <random>, "tmp"]
+        if len(parts) < 5 or "-" not in parts[-3]:
+            continue  # not written by atomic_write
+        host, _, pid = parts[-3].rpartition("-")
         try:
             if host == _HOST and pid.isdigit():
                 stale = not _pid_alive(int(pid))
