@@ -95,8 +95,9 @@ def test_kill_during_epoch_k_resumes_at_epoch_k(tmp_path, demo_data):
     status, out = _app([*args, f"hydra.run.dir={killed}"], tmp_path, demo_data, f"epoch:{k}")
     assert status == -signal.SIGKILL, out[-3000:]
     last = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
-    completed = last["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"]
-    assert completed == k, f"resume would start at epoch {completed}, not {k}"
+    # written at the end of epoch k-1 (Lightning resumes after it, at epoch k); Lightning's own
+    # save_last would have left it at epoch 0, the last improving one
+    assert last["epoch"] == k - 1, f"last.ckpt is from epoch {last['epoch']}: epochs redone"
     status, out = _app([*args, f"hydra.run.dir={killed}", "ckpt_path=last"], tmp_path, demo_data)
     assert status == 0, out[-3000:]
     assert "Restored all states" in out
