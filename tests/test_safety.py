@@ -201,3 +201,31 @@ def test_malicious_checkpoint_refused_by_training_entry_point(how, trained, tmp_
     proc = run_app(args, tmp_path, demo_data)
     assert proc.returncode == 2, proc.stderr[-3000:]
     _check_refused(proc.stdout + proc.stderr, evil, marker)
+
+
+def test_explain_on_a_detector_run_is_one_clear_line(trained, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "detector_run"
+    shutil.copytree(trained / ".hydra", run / ".hydra")
+    (run / "checkpoints").mkdir()
+    shutil.copy(trained / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg.model = {"_target_": "leuk_lightning.models.create_detector", "arch": "fcos"}
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    status = cli_main(["explain", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    err = capsys.readouterr().err
+    assert status == 2 and "is a detector checkpoint" in err and "Traceback" not in err
+
+
+def test_checkpoint_of_another_model_is_one_clear_line():
+    from leuk_lightning.errors import ConfigError
+    from leuk_lightning.training.run import checkpoint_mismatch_is_config_error
+
+    with (
+        pytest.raises(ConfigError, match=r"ckpt_path=x.ckpt does not fit this run's model"),
+        checkpoint_mismatch_is_config_error("x.ckpt"),
+    ):
+        raise RuntimeError("Error(s) in loading state_dict for ClassifierModule:\n\tMissing key(s)")
+    with pytest.raises(RuntimeError), checkpoint_mismatch_is_config_error("x.ckpt"):
+        raise RuntimeError("CUDA out of memory")  # other failures stay what they are

@@ -169,6 +169,13 @@ def explain(
         raise ConfigError(f"explain: method={method!r}; use one of {METHODS}")
     run_dir = find_run_dir(ckpt_path)
     cfg = load_run_config(run_dir, overrides)
+    load_checkpoint(ckpt_path, what="ckpt_path")  # not a checkpoint / unsafe: before any data
+    target = str(OmegaConf.select(cfg, "model._target_", default="") or "")
+    if "detector" in target.lower():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is a detector checkpoint ({target}); explain works on "
+            "classifiers (Grad-CAM, t-SNE): use leuk-lightning detect for detectors"
+        )
     dm = rebuild(cfg, run_dir)
     net = load_net(cfg, ckpt_path, dm)
     out = Path(out_dir or run_dir)
