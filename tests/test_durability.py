@@ -324,9 +324,11 @@ def test_kill_at_stage_training_cache_build_and_checkpoint_write(tmp_path, demo_
     ref_root, root = tmp_path / "ref", tmp_path / "faulty"
     ref_root.mkdir()
     root.mkdir()
-    status, out = _app([*args, f"hydra.run.dir={ref_root / 'run'}"], ref_root, demo_data)
+    ref = [*args, f"hydra.run.dir={ref_root / 'run'}", f"paths.cache_dir={ref_root / 'cache'}"]
+    status, out = _app(ref, ref_root, demo_data)
     assert status == 0, out[-3000:]
-    run = [*args, f"hydra.run.dir={root / 'run'}", "ckpt_path=last"]
+    run = [*args, f"hydra.run.dir={root / 'run'}", f"paths.cache_dir={root / 'cache'}"]
+    run.append("ckpt_path=last")
     for fault in ("cache:5", "stage_epoch:1", "ckpt:2"):
         status, out = _app(run, root, demo_data, fault)
         assert status == -signal.SIGKILL, f"{fault}: not killed\n{out[-3000:]}"
