@@ -30,7 +30,8 @@ if _FAULT:
         _step = ClassifierModule.training_step
 
         def training_step(self, batch, batch_idx, *args, **kwargs):
-            in_stage = "stage_cache" in str(self.trainer.default_root_dir)
+            where = getattr(self.trainer.checkpoint_callback, "dirpath", "")
+            in_stage = "stage_cache" in str(where)
             if self.current_epoch == n and batch_idx == 1 and in_stage == (kind == "stage_epoch"):
                 _die()
             return _step(self, batch, batch_idx, *args, **kwargs)
