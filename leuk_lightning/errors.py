@@ -37,3 +37,11 @@ def user_error(exc: BaseException) -> LeukError | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+class CheckpointError(DataError):
+    """A checkpoint file cannot be loaded safely: not a checkpoint, or it holds code objects."""
+
+
+class StorageError(LeukError, OSError):
+    """A file or folder cannot be written (read-only folder, full disk, no permission)."""

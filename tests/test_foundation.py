@@ -109,19 +109,21 @@ def test_init_from_loads_backbone_and_drops_head(tmp_path):
         load_backbone_weights(other, ckpt)
 
 
-def test_checkpoints_are_written_atomically(tmp_path):
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     io = AtomicCheckpointIO()
     path = tmp_path / "checkpoints" / "a.ckpt"
     io.save_checkpoint({"x": torch.ones(3)}, path)
     assert torch.equal(torch.load(path)["x"], torch.ones(3))
     assert [p.name for p in path.parent.iterdir()] == ["a.ckpt"]
 
-    class Boom:
-        def __reduce__(self):
-            raise RuntimeError("interrupted")
+    def interrupted(obj, f):  # checkpoints are plain data now: interrupt the write itself
+        f.write(b"partial")
+        raise RuntimeError("interrupted")
 
+    monkeypatch.setattr(torch, "save", interrupted)
     with pytest.raises(RuntimeError):
-        io.save_checkpoint({"x": Boom()}, path)
+        io.save_checkpoint({"x": torch.zeros(3)}, path)
+    monkeypatch.undo()
     assert torch.equal(torch.load(path)["x"], torch.ones(3))  # old file intact, no temp left
     assert [p.name for p in path.parent.iterdir()] == ["a.ckpt"]
 

@@ -21,6 +21,7 @@ attribute (``classes``, ``labels``, ``paths``, ``subjects``, ``slides``, ...) to
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
 import logging
@@ -31,15 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
-from leuk_lightning.errors import DataError
-from leuk_lightning.utils.io import atomic_write_json
+from leuk_lightning.errors import DataError, StorageError
+from leuk_lightning.utils.io import atomic_write_json, file_lock
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
 class VariableImageSize(DataError):
@@ -132,7 +133,11 @@ class CachedDataset(Dataset):
         if self._valid_index(fingerprint, len(paths)):
             return False
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.array_path) + ".lock"):
+        with file_lock(str(self.array_path) + ".lock", f"the image cache {self.array_path}"):
+            # under the lock nobody else builds this array: any temp file is a killed build's
+            for stale in self.array_path.parent.glob(f".{self.array_path.name}.tmp-*"):
+                log.info("Removing %s, left by an interrupted cache build", stale)
+                stale.unlink(missing_ok=True)
             if self._valid_index(fingerprint, len(paths)):  # built by another process meanwhile
                 return False
             self._build(paths, size, fingerprint)
@@ -254,6 +259,15 @@ def maybe_cached(
     except VariableImageSize as exc:
         log.warning("Image cache not used: %s", exc)
         return dataset
+    except (OSError, StorageError) as exc:  # read-only or full cache folder: still train
+        if isinstance(exc, StorageError) or exc.errno in _UNWRITABLE:
+            log.warning(
+                "Image cache not used (cannot write %s: %s): images are decoded on every access",
+                cache_dir,
+                exc.strerror or exc,
+            )
+            return dataset
+        raise
 
 
 __all__ = ["CachedDataset", "maybe_cached", "source_fingerprint", "VariableImageSize"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from leuk_lightning.errors import DataError
+from leuk_lightning.errors import DataError, StorageError
+from leuk_lightning.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN: list[float] = [0.485, 0.456, 0.406]
 IMAGENET_STD: list[float] = [0.229, 0.224, 0.225]
@@ -101,10 +104,9 @@ def cached_mean_std(
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable cache: recompute and overwrite
     mean, std = channel_mean_std(dataset, indices, batch_size, num_workers)
-    cache.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"mean": mean, "std": std, "n_images": len(indices)}, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, cache)
+    try:
+        atomic_write_text(cache, text)
+    except StorageError as exc:  # a read-only shared cache: the statistics are still right
+        log.warning("Statistics not cached: %s", exc)
     return mean, std

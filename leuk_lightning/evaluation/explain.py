@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from leuk_lightning.errors import ConfigError
+from leuk_lightning.utils.checkpoint import load_checkpoint
 from leuk_lightning.utils.runs import find_run_dir, load_run_config
 
 log = logging.getLogger("leuk_lightning.evaluation.explain")
@@ -124,8 +125,10 @@ def load_net(cfg: DictConfig, ckpt_path: str | Path, datamodule: Any) -> nn.Modu
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg.update(pretrained=False, init_from=None)
     net = hydra.utils.instantiate(model_cfg, **datamodule.model_kwargs())
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    weights = state.get("state_dict", state)
+    state = load_checkpoint(ckpt_path, what="ckpt_path")
+    weights = state.get("state_dict", state) if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise ConfigError(f"{ckpt_path}: not a checkpoint of this project (no state_dict)")
     own = {k[len("net.") :]: v for k, v in weights.items() if k.startswith("net.")}
     if not own:
         raise ConfigError(f"{ckpt_path}: no 'net.*' weights (not a ClassifierModule checkpoint?)")
@@ -166,6 +169,13 @@ def explain(
         raise ConfigError(f"explain: method={method!r}; use one of {METHODS}")
     run_dir = find_run_dir(ckpt_path)
     cfg = load_run_config(run_dir, overrides)
+    load_checkpoint(ckpt_path, what="ckpt_path")  # not a checkpoint / unsafe: before any data
+    target = str(OmegaConf.select(cfg, "model._target_", default="") or "")
+    if "detector" in target.lower():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is a detector checkpoint ({target}); explain works on "
+            "classifiers (Grad-CAM, t-SNE): use leuk-lightning detect for detectors"
+        )
     dm = rebuild(cfg, run_dir)
     net = load_net(cfg, ckpt_path, dm)
     out = Path(out_dir or run_dir)

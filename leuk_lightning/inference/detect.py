@@ -42,6 +42,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from leuk_lightning.data.datasets._common import is_ignored_name, natural_key
 from leuk_lightning.errors import ConfigError, DataError
+from leuk_lightning.utils.checkpoint import load_checkpoint
 from leuk_lightning.utils.io import atomic_write
 from leuk_lightning.utils.runs import find_run_dir, load_run_config
 
@@ -97,7 +98,7 @@ def load_detector(ckpt_path: str | os.PathLike[str], device: str = "auto") -> Lo
     if not ckpt_file.is_file():
         raise ConfigError(f"ckpt_path={ckpt_file}: checkpoint file not found")
     run_cfg = load_run_config(find_run_dir(ckpt_file))
-    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(ckpt_file, what="ckpt_path")
     hparams = ckpt.get("hyper_parameters") or {}
     class_names = list(hparams.get("class_names") or [])
     state = {k[4:]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("net.")}

@@ -39,6 +39,7 @@ from leuk_lightning.data.datasets.cnmc import CNMC_NAME_PATTERN
 from leuk_lightning.data.transforms import Normalize, center_crop, crop_size
 from leuk_lightning.errors import ConfigError, DataError
 from leuk_lightning.evaluation.tta import TTA_MODES, TTAWrapper
+from leuk_lightning.utils.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,7 @@ def load_classifier(
             f"run config {cfg_file} not found; pass config=<run dir>/.hydra/config.yaml of the "
             "run that wrote the checkpoint"
         )
-    try:
-        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise DataError(f"cannot read checkpoint {ckpt_file}: {exc}") from exc
+    ckpt = load_checkpoint(ckpt_file, what="ckpt_path")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise DataError(f"{ckpt_file} is not a Lightning checkpoint (no state_dict)")
     hparams = dict(ckpt.get("hyper_parameters") or {})

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -35,6 +34,7 @@ from torchvision.ops.feature_pyramid_network import (
 
 from leuk_lightning.errors import ConfigError
 from leuk_lightning.models.factory import create_backbone
+from leuk_lightning.utils.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,10 @@ def _load_detector_weights(model: Detector, weights_file: str) -> None:
     path = Path(weights_file).expanduser()
     if not path.is_file():
         raise ConfigError(f"model.weights_file={path}: file not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path, what="model.weights_file")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.weights_file={path} is not a checkpoint with a state_dict")
     if any(k.startswith("net.") for k in state):
         state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
     try:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from leuk_lightning.errors import ConfigError
+from leuk_lightning.utils.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 
 def _checkpoint_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path, what="model.init_from")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):
         raise ConfigError(f"model.init_from={path} is not a checkpoint with a state_dict")

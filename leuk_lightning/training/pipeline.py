@@ -11,20 +11,20 @@ interrupted stage resumes from its ``last.ckpt``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from leuk_lightning.errors import ConfigError
 from leuk_lightning.training.run import run
 from leuk_lightning.training.tracking import job_group
-from leuk_lightning.utils.config import apply_debug_last, config_hash
+from leuk_lightning.utils.config import apply_debug_last, config_hash, validate_config
 from leuk_lightning.utils.distributed import ddp_job
-from leuk_lightning.utils.io import atomic_write_json, atomic_write_text
+from leuk_lightning.utils.io import atomic_copy, atomic_write_json, atomic_write_text, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def run_stage(cfg: DictConfig, key: str) -> str:
     stage_dir = Path(cfg.paths.stage_cache_dir) / f"{name}-{digest}"
     done = stage_dir / "stage.json"
     stage_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(stage_dir) + ".lock"):
+    with file_lock(str(stage_dir) + ".lock", f"stage '{name}' ({stage_dir})"):
         if done.is_file():
             log.info("Stage '%s' found in cache (%s): reusing it, not retraining", name, stage_dir)
             return str(stage_dir / "best.ckpt")
@@ -133,9 +133,7 @@ def run_stage(cfg: DictConfig, key: str) -> str:
             raise ConfigError(
                 f"stage '{name}' produced no checkpoint; keep the model_checkpoint callback enabled"
             )
-        tmp = stage_dir / ".best.ckpt.tmp"
-        shutil.copyfile(best, tmp)
-        tmp.replace(stage_dir / "best.ckpt")
+        atomic_copy(best, stage_dir / "best.ckpt")
         atomic_write_json(
             done,
             {
@@ -167,6 +165,7 @@ def save_effective_config(cfg: DictConfig) -> None:
 def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     """Run the enabled pre-training stage (cached), then the main run initialised from it."""
     apply_debug_last(cfg)
+    validate_config(cfg)  # before any data, cache or model is built
     save_effective_config(cfg)
     if cfg.get("demo_data"):
         from leuk_lightning.data.synthetic import ensure_demo_data
@@ -183,5 +182,34 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job (of a run or a sweep): :func:`run_pipeline` inside :func:`ddp_job`, so DDP
     children re-run this job's own config in its directory and a sweep's next job starts clean."""
-    with ddp_job(cfg):
+    with ddp_job(cfg), run_dir_lock(cfg):
         return run_pipeline(cfg)
+
+
+@contextlib.contextmanager
+def run_dir_lock(cfg: DictConfig) -> Iterator[None]:
+    """Hold ``<output dir>/.run.lock`` for the job: a second live run pointed at the same
+    directory (e.g. the same ``hydra.run.dir``) stops with one line instead of deleting the
+    first run's checkpoints. A finished or killed run holds nothing: resuming into its
+    directory (``ckpt_path=last``) works. DDP children share their job's directory."""
+    from filelock import FileLock, Timeout
+
+    from leuk_lightning.utils.distributed import is_ddp_child
+
+    out = OmegaConf.select(cfg, "paths.output_dir")
+    if not out or is_ddp_child():
+        yield
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(Path(out) / ".run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(
+            f"run directory {out} is in use by another run that is still going; give this run "
+            "its own directory (hydra.run.dir=...)"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -3,8 +3,10 @@ the config; fit; test the best checkpoint; write ``results.json`` (atomically) i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,31 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: checkpoint file not found")
     return ckpt_path
+
+
+_MISMATCH = (
+    "Error(s) in loading state_dict",
+    "loaded state dict",
+    "doesn't match the size of optimizer",
+    "parameter group",
+)
+
+
+@contextlib.contextmanager
+def checkpoint_mismatch_is_config_error(ckpt: str | None) -> Iterator[None]:
+    """A checkpoint of another model or regime (resume, test) is one line naming the file,
+    not Lightning's state-dict traceback."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError) as exc:
+        text = str(exc)
+        if ckpt and any(m in text for m in _MISMATCH):
+            first = text.strip().splitlines()[0][:300]
+            raise ConfigError(
+                f"ckpt_path={ckpt} does not fit this run's model/regime (was it written by "
+                f"another experiment?): {first}"
+            ) from exc
+        raise
 
 
 def apply_extras(cfg: DictConfig) -> None:
@@ -121,8 +148,9 @@ def _fit_and_test(cfg: DictConfig, objects: dict[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
         ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
-        # our own checkpoints hold config objects (partials): not loadable with weights_only
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        # checkpoints are plain data, read with weights_only=True (utils/checkpoint.py)
+        with checkpoint_mismatch_is_config_error(ckpt):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     best = best_checkpoint(trainer)
     if cfg.get("test", True):
@@ -134,7 +162,8 @@ def _fit_and_test(cfg: DictConfig, objects: dict[str, Any]) -> dict[str, Any]:
         if ckpt is None and not cfg.get("train", True):
             raise ConfigError("train=false and test=true need ckpt_path=<checkpoint to test>")
         log.info("Testing checkpoint: %s", ckpt or "current weights")
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=False)
+        with checkpoint_mismatch_is_config_error(ckpt):
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics.update(getattr(module, "test_results", {}) or {})
     metrics["best_checkpoint"] = best

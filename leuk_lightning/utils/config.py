@@ -107,3 +107,104 @@ def resolved_dict(cfg: DictConfig) -> dict[str, Any]:
 def plain(value: Any) -> Any:
     """Config nodes (DictConfig/ListConfig) as plain Python containers; other values unchanged."""
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+# ------------------------------------------------------------------------------------------
+# settings checked before any data is read
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_int(v: Any) -> bool:
+    return _is_int(v) and v >= 1
+
+
+def _rules() -> dict[str, tuple[Any, str]]:
+    positive = (_positive_int, "a positive integer")
+    nullable_positive = (lambda v: v is None or _positive_int(v), "a positive integer or null")
+    return {
+        "batch_size": positive,  # data.batch_size, data.source_batch_size, ...
+        "eval_batch_size": nullable_positive,
+        "image_size": nullable_positive,
+        "num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        "max_epochs": (lambda v: _is_int(v) and (v >= 1 or v == -1), "a positive integer or -1"),
+        "min_epochs": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 or null"),
+        "max_steps": (lambda v: _is_int(v) and (v >= 1 or v == -1), "a positive integer or -1"),
+        "accumulate_grad_batches": positive,
+        "log_every_n_steps": positive,
+        "check_val_every_n_epoch": nullable_positive,
+        "limit_train_batches": (
+            lambda v: v is None or (_is_int(v) and v >= 1) or (isinstance(v, float) and 0 < v <= 1),
+            "a positive integer or a fraction in (0, 1]",
+        ),
+        "lr": (
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0,
+            "a positive number",
+        ),
+        "last_every_n_train_steps": (
+            lambda v: v is None or (_is_int(v) and v >= 0),
+            "an integer >= 0 or null",
+        ),
+    }
+
+
+def _fractions_ok(v: Any) -> bool:
+    if not isinstance(v, list | tuple) or len(v) < 2:
+        return False
+    if not all(isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 1 for f in v):
+        return False
+    return abs(sum(v) - 1.0) <= 1e-6
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """The settings of ``cfg`` whose value cannot work (negative or zero sizes, epochs, steps,
+    learning rates; split fractions outside (0, 1] or not summing to 1), as ``key=value (...)``."""
+    rules = _rules()
+    problems: list[str] = []
+
+    def check(node: Any, path: str) -> None:
+        if isinstance(node, DictConfig):
+            keys = list(node.keys())
+        else:
+            return
+        for key in keys:
+            where = f"{path}.{key}" if path else str(key)
+            try:
+                value = node[key]
+            except Exception:  # noqa: BLE001 - an interpolation only Hydra resolves: not ours
+                continue
+            if isinstance(value, DictConfig):
+                check(value, where)
+                continue
+            value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            name = str(key)
+            rule = rules.get(name) or (
+                rules["batch_size"]
+                if name.endswith("_batch_size") and name != "eval_batch_size"
+                else None
+            )
+            if rule is not None and not rule[0](value):
+                problems.append(f"{where}={value!r} (must be {rule[1]})")
+            elif name == "fractions" and value is not None and not _fractions_ok(value):
+                problems.append(
+                    f"{where}={value!r} (must be two or more fractions in (0, 1] summing to 1)"
+                )
+
+    for section in ("data", "trainer", "regime", "callbacks", "pretrain"):
+        if section in cfg:
+            try:
+                check(cfg[section], section)
+            except Exception:  # noqa: BLE001 - never let the check itself stop a valid run
+                continue
+    return problems
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise one :class:`ConfigError` listing every impossible setting, before data is read."""
+    from leuk_lightning.errors import ConfigError
+
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError("invalid setting(s): " + "; ".join(problems))

@@ -7,6 +7,20 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+_RUN_ID: list[str] = []
+
+
+def run_id() -> str:
+    """``${leuk.run_id:}``: 6 random hex digits drawn once per process. The run and sweep
+    directories end with it, so two runs started in the same second (on one machine or on a
+    cluster) never share a directory; DDP children get their job's directory explicitly."""
+    if not _RUN_ID:
+        import secrets
+
+        _RUN_ID.append(secrets.token_hex(3))
+    return _RUN_ID[0]
+
+
 RECIPES = ("code", "paper_text")
 
 
@@ -55,5 +69,7 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("leuk.recipe", by_recipe)
     if not OmegaConf.has_resolver("leuk.experiments"):
         OmegaConf.register_new_resolver("leuk.experiments", experiments_help)
+    if not OmegaConf.has_resolver("leuk.run_id"):
+        OmegaConf.register_new_resolver("leuk.run_id", run_id)
     if not OmegaConf.has_resolver("leuk.commands"):
         OmegaConf.register_new_resolver("leuk.commands", _commands_help)

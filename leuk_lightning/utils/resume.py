@@ -22,6 +22,18 @@ from lightning.pytorch.callbacks import Callback
 RNG_KEY = "rng_states"
 
 
+def _numpy_state_as_array(states: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoints are plain data (:func:`leuk_lightning.utils.checkpoint.plain`): numpy's key
+    array is stored as a tensor; numpy wants its ``uint32`` array back."""
+    state = states.get("numpy")
+    if state is not None and isinstance(state[1], torch.Tensor):
+        import numpy as np
+
+        key = np.asarray(state[1].numpy(), dtype=np.uint32)
+        states = {**states, "numpy": (state[0], key, *state[2:])}
+    return states
+
+
 class RngStateCallback(Callback):
     """Save the global random generators in checkpoints and restore them on resume."""
 
@@ -40,6 +52,6 @@ class RngStateCallback(Callback):
             not torch.cuda.is_available() or len(states["torch.cuda"]) != torch.cuda.device_count()
         ):
             states = {k: v for k, v in states.items() if k != "torch.cuda"}
-        _set_rng_states(states)
+        _set_rng_states(_numpy_state_as_array(states))
         if trainer.global_rank > 0:
             torch.manual_seed(int(torch.randint(0, 2**62, (1,)).item()) + trainer.global_rank)

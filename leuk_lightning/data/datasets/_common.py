@@ -44,12 +44,92 @@ def decode_image(path: str | os.PathLike[str], image_size: int | None = None) ->
     try:
         with Image.open(path) as img:
             img.load()  # forces a full decode: truncated files fail here, not later
-            hwc = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            hwc = _to_rgb8(img)
     except Exception as exc:  # noqa: BLE001 - every decoder failure is reported the same way
-        raise DataError(f"cannot decode image {path}: {exc}") from exc
+        hwc = _decode_high_bit_depth(path)  # e.g. 48-bit RGB TIFF, which Pillow cannot read
+        if hwc is None:
+            raise DataError(f"cannot decode image {path}: {exc}") from exc
     # HWC -> CHW in numpy: ~25x faster than torch's permute().contiguous() on uint8
     image = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
     return resize_square(image, image_size)
+
+
+#: Pillow modes of images with more than 8 bits per sample (16-bit TIFF/PNG, 32-bit int, float)
+_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def scale_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Samples of any bit depth -> uint8 over their type's range: 16-bit integers / 257,
+    floats in [0, 1] x 255; wider or signed data (32-bit int, floats above 1) over 0..max.
+    Pillow's ``convert("RGB")`` instead clips 16-bit values at 255: a 16-bit image decodes
+    as all white."""
+    if array.dtype == np.uint8:
+        return array
+    data = array.astype(np.float64)
+    if np.issubdtype(array.dtype, np.floating):
+        high = 1.0 if np.nanmax(data, initial=0.0) <= 1.0 else None
+    elif np.issubdtype(array.dtype, np.integer) and np.iinfo(array.dtype).bits <= 16:
+        high = float(np.iinfo(array.dtype).max) if array.dtype.kind == "u" else None
+    else:
+        high = 65535.0 if np.max(data, initial=0.0) <= 65535 else None
+    if high is None:  # no fixed range: stretch 0..max
+        high = max(float(np.nanmax(data, initial=0.0)), 1e-12)
+    data = np.nan_to_num(np.clip(data, 0.0, high) * (255.0 / high))
+    return np.rint(data).astype(np.uint8)
+
+
+def _to_rgb8(img: Image.Image) -> np.ndarray:
+    """A decoded Pillow image -> ``[H, W, 3]`` uint8, high-bit-depth modes scaled, not clipped."""
+    if img.mode in _HIGH_BIT_MODES:
+        gray = scale_to_uint8(np.asarray(img))
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _decode_high_bit_depth(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """OpenCV's decoder for what Pillow refuses (16-bit colour TIFF/PNG); None if it fails."""
+    try:
+        import cv2
+
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    except Exception:  # noqa: BLE001 - no OpenCV or no decoder: the caller reports the file
+        return None
+    if array is None or array.ndim not in (2, 3):
+        return None
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    elif array.shape[2] == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
+    elif array.shape[2] == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    else:
+        return None
+    return np.ascontiguousarray(scale_to_uint8(array))
+
+
+def require_all_classes(
+    labels: Sequence[int],
+    classes: Sequence[str],
+    where: str,
+    allow_missing: bool,
+    source: Callable[[str], str] | None = None,
+) -> None:
+    """A single-label training set without any image of a class trains a model that cannot
+    predict it and reports a meaningless accuracy: a :class:`DataError` naming the class, unless
+    ``allow_missing_classes`` is set (then a warning)."""
+    present = set(int(v) for v in labels)
+    missing = [name for i, name in enumerate(classes) if i not in present]
+    if not missing:
+        return
+    named = [f"'{m}'" + (f" ({source(m)})" if source else "") for m in missing]
+    text = f"{where}: no images of class {', '.join(named)} (classes: {list(classes)})"
+    if allow_missing:
+        logger.warning("%s; allowed by allow_missing_classes=true", text)
+        return
+    raise DataError(
+        f"{text}; a model trained without it reports meaningless accuracy. Add the missing "
+        "class folder/files, or set data.dataset.allow_missing_classes=true to train anyway"
+    )
 
 
 def resize_square(image: torch.Tensor, image_size: int | None) -> torch.Tensor:

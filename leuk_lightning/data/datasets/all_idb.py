@@ -25,6 +25,7 @@ from leuk_lightning.data.datasets._common import (
     ImageFolderDataset,
     Transform,
     list_files,
+    require_all_classes,
     require_dir,
     summarize,
 )
@@ -43,6 +44,7 @@ class AllIdb2Dataset(ImageFolderDataset):
         image_size: int | None = None,
         transforms: Transform | None = None,
         on_bad_image: str = "error",
+        allow_missing_classes: bool = False,
     ) -> None:
         super().__init__(image_size=image_size, transforms=transforms, on_bad_image=on_bad_image)
         root_path = require_dir(root, "ALL-IDB2 folder")
@@ -67,4 +69,11 @@ class AllIdb2Dataset(ImageFolderDataset):
         self.classes = list(ALL_IDB2_CLASSES)
         self.paths = [str(folder / n) for _, n, _ in parsed]
         self.labels = torch.tensor([lab for _, _, lab in parsed], dtype=torch.int64)
+        require_all_classes(
+            self.labels.tolist(),
+            self.classes,
+            f"ALL-IDB2 folder {folder}",
+            allow_missing_classes,
+            lambda c: f"no ImNNN_{self.classes.index(c)}.tif files",
+        )
         self._apply_bad_image_policy()

@@ -42,6 +42,7 @@ from leuk_lightning.data.datasets._common import (
     Transform,
     list_files,
     natural_key,
+    require_all_classes,
     require_dir,
     summarize,
 )
@@ -104,6 +105,7 @@ class CnmcDataset(ImageFolderDataset):
         transforms: Transform | None = None,
         on_bad_image: str = "error",
         folds: Sequence[int] | None = None,
+        allow_missing_classes: bool = False,
     ) -> None:
         super().__init__(image_size=image_size, transforms=transforms, on_bad_image=on_bad_image)
         if split not in CNMC_SPLITS:
@@ -116,6 +118,17 @@ class CnmcDataset(ImageFolderDataset):
         class_dirs, prelim_dirs, final_dirs, csv_files = self._walk()
         if split == "train":
             items = self._read_train(class_dirs, folds)
+            where = f"C-NMC training data under {self.root}" + (
+                f" (folds {list(folds)})" if folds is not None else ""
+            )
+            found = sorted({str(d.relative_to(self.root)) for d in class_dirs})
+            require_all_classes(
+                [lab for _, lab, _, _ in items],
+                CNMC_CLASSES,
+                where,
+                allow_missing_classes,
+                lambda c: f"no images in a fold_<k>/{c}/ folder; class folders found: {found}",
+            )
         elif split == "prelim_test":
             items = self._read_prelim(prelim_dirs, csv_files)
         else:
