@@ -16,7 +16,7 @@ from leuk_lightning.data.datamodules.classification import class_weights_from_la
 from leuk_lightning.errors import ConfigError
 from leuk_lightning.models import create_classifier, load_backbone_weights
 from leuk_lightning.utils import config as config_utils
-from leuk_lightning.utils.io import AtomicCheckpointIO
+from leuk_lightning.utils.checkpoint import AtomicCheckpointIO
 
 
 def test_config_dir_found_in_checkout_and_in_wheel(tmp_path, monkeypatch):

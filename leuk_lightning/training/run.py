@@ -25,8 +25,9 @@ from leuk_lightning.training.tracking import (
     log_artifacts,
     review_callbacks,
 )
+from leuk_lightning.utils.checkpoint import AtomicCheckpointIO
 from leuk_lightning.utils.distributed import trainer_overrides
-from leuk_lightning.utils.io import AtomicCheckpointIO, atomic_write_json, atomic_write_text
+from leuk_lightning.utils.io import atomic_write_json, atomic_write_text
 from leuk_lightning.utils.speed import apply_speed_options
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ torch's weights-only allow-list (tensors, plain containers, numbers, strings) is
 one line naming the file, before any of its code runs. For that to work with our own files,
 :func:`plain` turns what Lightning puts into a checkpoint besides the weights (saved
 hyper-parameters holding Hydra partials and OmegaConf containers, numpy random states) into
-plain types when it is written (:class:`leuk_lightning.utils.io.AtomicCheckpointIO`).
+plain types when it is written (:class:`AtomicCheckpointIO`).
 
 A checkpoint written by an older version (pickled objects in its hyper-parameters) is refused
 too; if you trust it, re-save it once as plain data:
@@ -25,8 +25,11 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from leuk_lightning.errors import CheckpointError
+from leuk_lightning.utils.io import atomic_write
 
 
 def _qualname(obj: Any) -> str:
@@ -108,10 +111,38 @@ def load_checkpoint(path: str | os.PathLike[str], what: str = "checkpoint") -> A
         raise CheckpointError(f"{what} {file}: not a PyTorch checkpoint ({first})") from None
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO: checkpoints are written atomically as plain data and always read
+    with ``weights_only=True`` (:mod:`leuk_lightning.utils.checkpoint`), whatever ``weights_only``
+    Lightning passes: resuming (``ckpt_path=...``) and testing never run code from a file."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        data = plain(checkpoint)
+        atomic_write(path, lambda f: torch.save(data, f))
+
+    def load_checkpoint(
+        self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        ckpt = load_checkpoint(path, what="ckpt_path")
+        if map_location is not None and not callable(map_location):
+            ckpt = _to(ckpt, map_location)
+        return ckpt
+
+
+def _to(obj: Any, device: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to(v, device) for v in obj]
+    return obj
+
+
 def _trust_and_resave(src: str, dst: str) -> int:  # pragma: no cover - a manual tool
     """Load a TRUSTED old checkpoint with full unpickling and save it as plain data."""
-    from leuk_lightning.utils.io import atomic_write
-
     ckpt = torch.load(src, map_location="cpu", weights_only=False)
     atomic_write(dst, lambda f: torch.save(plain(ckpt), f))
     load_checkpoint(dst)

@@ -26,10 +26,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-from lightning.fabric.utilities.types import _PATH
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-
 from leuk_lightning.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -148,40 +144,6 @@ def atomic_copy(src: str | Path, dst: str | Path, chunk: int = 1 << 20) -> Path:
                 f.write(block)
 
     return atomic_write(dst, copy)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO: checkpoints are written atomically as plain data and always read
-    with ``weights_only=True`` (:mod:`leuk_lightning.utils.checkpoint`), whatever ``weights_only``
-    Lightning passes: resuming (``ckpt_path=...``) and testing never run code from a file."""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
-    ) -> None:
-        from leuk_lightning.utils.checkpoint import plain
-
-        data = plain(checkpoint)
-        atomic_write(path, lambda f: torch.save(data, f))
-
-    def load_checkpoint(
-        self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
-        from leuk_lightning.utils.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(path, what="ckpt_path")
-        if map_location is not None and not callable(map_location):
-            ckpt = _to(ckpt, map_location)
-        return ckpt
-
-
-def _to(obj: Any, device: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to(v, device) for v in obj]
-    return obj
 
 
 @contextlib.contextmanager

@@ -53,9 +53,10 @@ if _FAULT:
 
         import torch
 
+        from leuk_lightning.utils import checkpoint as leuk_ckpt
         from leuk_lightning.utils import io as leuk_io
 
-        _save = leuk_io.AtomicCheckpointIO.save_checkpoint
+        _save = leuk_ckpt.AtomicCheckpointIO.save_checkpoint
         calls = [0]
 
         def save_checkpoint(self, checkpoint, path, storage_options=None):
@@ -78,4 +79,4 @@ if _FAULT:
 
             return plain(ckpt)
 
-        leuk_io.AtomicCheckpointIO.save_checkpoint = save_checkpoint
+        leuk_ckpt.AtomicCheckpointIO.save_checkpoint = save_checkpoint
