@@ -15,6 +15,9 @@ Options of the Prellberg & Kramer recipe (all off by default):
   base rate they multiply).
 - ``tta``: ``rot8`` or ``d4`` test-time augmentation at test time
   (:class:`leuk_lightning.evaluation.tta.TTAWrapper`).
+- ``val_tta``: validate with the same test-time augmentation, so the epoch and seed selected by
+  the validation metric are those of the TTA predictions (Prellberg & Kramer's
+  ``main_manual.py`` selects by the preliminary-set F1 with TTA).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class ClassifierModule(LightningModule):
         binary_logit: bool = False,
         lr_groups: dict[str, Any] | None = None,
         tta: str | None = None,
+        val_tta: bool = False,
     ) -> None:
         super().__init__()
         if binary_logit and (num_classes != 2 or multilabel):
@@ -64,6 +68,8 @@ class ClassifierModule(LightningModule):
             )
         if tta is not None and tta not in TTA_MODES:
             raise ConfigError(f"regime.tta={tta!r} is not known; use null or one of {TTA_MODES}")
+        if val_tta and tta is None:
+            raise ConfigError("regime.val_tta=true needs a test-time augmentation (regime.tta)")
         self.save_hyperparameters(ignore=["net", "class_weights"], logger=False)
         self.net = net
         self.num_classes = num_classes
@@ -172,7 +178,8 @@ class ClassifierModule(LightningModule):
         self.train_metrics.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, self.val_metrics, "val")
+        forward = self.tta_net() if self.hparams.get("val_tta") else None
+        self._step(batch, self.val_metrics, "val", forward)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
