@@ -56,7 +56,10 @@ class HistoVGG(nn.Module):
             ]
         self.features = nn.Sequential(*layers)
         self.classifierG = nn.Sequential(
-            nn.Linear(256, 512), nn.ReLU(inplace=True), nn.BatchNorm1d(512), nn.Linear(512, num_classes)
+            nn.Linear(256, 512),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm1d(512),
+            nn.Linear(512, num_classes),
         )
         self.min_size = min_size
         for layer in [*self.features, *self.classifierG]:
@@ -90,7 +93,9 @@ def create_histo_vgg(
             "weights; set model.pretrained=false (the HistoCNN stage trains it from scratch)"
         )
     if drop_rate:
-        raise ConfigError("model.drop_rate: histo_vgg16 has no dropout (the authors' code has none)")
+        raise ConfigError(
+            "model.drop_rate: histo_vgg16 has no dropout (the authors' code has none)"
+        )
     model = HistoVGG(num_outputs or num_classes)
     if init_from:
         from leuk_lightning.models.factory import load_backbone_weights

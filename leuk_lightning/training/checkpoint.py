@@ -28,7 +28,8 @@ class TieBreakModelCheckpoint(ModelCheckpoint):
     def __init__(self, *args, keep_ties: str = "first", **kwargs) -> None:
         if keep_ties not in TIES:
             raise ConfigError(
-                f"callbacks.model_checkpoint.keep_ties={keep_ties!r} is not known; use one of {TIES}"
+                f"callbacks.model_checkpoint.keep_ties={keep_ties!r} is not known; "
+                f"use one of {TIES}"
             )
         super().__init__(*args, **kwargs)
         self.keep_ties = keep_ties

@@ -376,9 +376,9 @@ class ClassificationDataModule(LightningDataModule):
         if self.normalization == "none":
             return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
         idx = indices["train"]
-        if self.normalization == "scalar_train_val":
-            if "val" in indices and self.subsets["val"].dataset is self.dataset:
-                idx = np.concatenate([np.asarray(idx), np.asarray(indices["val"])])
+        pool_val = "val" in indices and self.subsets["val"].dataset is self.dataset
+        if self.normalization == "scalar_train_val" and pool_val:
+            idx = np.concatenate([np.asarray(idx), np.asarray(indices["val"])])
         if self.stats_cache_dir:
             mean, std = stats.cached_mean_std(self.dataset, idx, self.stats_cache_dir)
         else:
