@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the recipe specs are tables: one value and its source per line)
 """Issue 13: the HistoTNet recipes (HistoCNN stage, fine-tuning, ImageNet rows, protocols) as the
 authors ran them. Every spec value carries its source; each test checks the composed config AND
 the objects built from it, and fails when one value changes.
