@@ -259,7 +259,7 @@ def test_fine_tuning_data_is_not_normalised(tmp_path, demo_data):
 def test_rotation_range_is_plus_minus_90_degrees_on_a_marker(tmp_path):
     """RandomRotation(90) turns a marker by at most 90 degrees either way."""
     cfg = _compose(tmp_path, "+experiment=histotnet_resnet18_l2")
-    augment = {**OmegaConf.to_container(cfg.data.augment), "hflip": 0.0, "vflip": 0.0}
+    augment = {**OmegaConf.to_container(cfg.data.augment, resolve=True), "hflip": 0.0, "vflip": 0.0}
     aug = build_batch_transform([0.0] * 3, [1.0] * 3, augment).augment
     size = 65
     img = torch.zeros(512, 1, size, size)
