@@ -226,7 +226,8 @@ def test_histocnn_schedule_matches_the_codes_two_schedulers(tmp_path):
 
 def test_histocnn_data_from_the_demo_adp(tmp_path, demo_data):
     """Scalar normalisation from train+val, flips only, w_i = N / max(n_i, 10) over train+val."""
-    cfg = compose_config(["+experiment=histotnet_resnet18_l1", "debug=demo"], tmp_path, demo_data)
+    # level 2: the demo's ADP has classes with fewer than 10 positives, where the rule matters
+    cfg = compose_config(["+experiment=histotnet_resnet18_l2", "debug=demo"], tmp_path, demo_data)
     stage = stage_config(cfg, "pretrain")
     dm = hydra.utils.instantiate(stage.data, output_dir=str(tmp_path))
     dm.setup()
@@ -238,6 +239,7 @@ def test_histocnn_data_from_the_demo_adp(tmp_path, demo_data):
     assert mean[0] == pytest.approx(float(pixels.mean()), abs=1e-4)
     assert std[0] == pytest.approx(float(pixels.std(unbiased=False)), abs=1e-4)
     labels = dm.dataset.labels[torch.as_tensor(idx)].float()
+    assert bool((labels.sum(0) < 10).any())  # the data exercises max(n_i, 10)
     expected = len(idx) / labels.sum(0).clamp(min=10)
     assert dm.class_weights.tolist() == pytest.approx(expected.tolist())
     aug = dm.batch_transform.augment

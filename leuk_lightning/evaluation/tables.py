@@ -115,8 +115,8 @@ def markdown_report(
     if comparisons:
         parts += [
             "",
-            "## Comparisons (paired Wilcoxon signed-rank, two-sided; Mann-Whitney U, "
-            "one-sided A > B, over all runs)",
+            "## Paired comparisons (Wilcoxon signed-rank, two-sided) and Mann-Whitney U "
+            "(one-sided, A > B, over all runs; the ablation test of Prellberg & Kramer)",
             "",
         ]
         for c in comparisons:

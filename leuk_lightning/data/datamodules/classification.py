@@ -404,9 +404,16 @@ class ClassificationDataModule(LightningDataModule):
             self.class_weights = weights
         empty = [c for c, w in zip(self.dataset.classes, weights.tolist()) if w == 0]
         if empty:
+            weight = (
+                "loss weight 0"
+                if self.class_weight_min_count is None
+                else f"loss weight N/{self.class_weight_min_count}"
+            )
             log.warning(
-                "Classes without samples in the training split (excluded from per-class "
-                "metrics, loss weight 0): %s",
+                "Classes without samples in the training split (%s): %s",
+                weight
+                if self.class_weight_min_count is not None
+                else "excluded from per-class metrics, " + weight,
                 ", ".join(empty),
             )
 
