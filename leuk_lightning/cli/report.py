@@ -38,6 +38,13 @@ def build_parser() -> ToolParser:
     p.add_argument("--out", default=None, help="output folder (default: the single dir given)")
     p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument(
+        "--std-ddof",
+        type=int,
+        default=1,
+        choices=(0, 1),
+        help="std estimator: 1 sample (default), 0 population (the HistoTNet code's np.std)",
+    )
     p.add_argument("--wandb", action="store_true", help="also log the table to W&B")
     p.add_argument("--wandb-project", default="leuk-lightning", help="W&B project of --wandb")
     return p
@@ -50,7 +57,9 @@ def _run(args: argparse.Namespace) -> int:
         out = Path(args.out)
     else:
         out = Path(args.dirs[0]) if len(args.dirs) == 1 else Path("report")
-    report = build_report(args.dirs, out, args.compare, n_boot=args.n_boot, seed=args.seed)
+    report = build_report(
+        args.dirs, out, args.compare, n_boot=args.n_boot, seed=args.seed, ddof=args.std_ddof
+    )
     if args.wandb:
         log.info("W&B report run in %s", log_to_wandb(report, out, args.wandb_project))
     sys.stdout.write(report["markdown"])

@@ -49,6 +49,11 @@ class BatchAugment(nn.Module):
         center_crop_fraction: crop ``round(fraction * side)`` pixels instead (2/3 is the
             paper's 300 of 450 at any image size, e.g. 43 of 64 px in the demo).
         fill: value of pixels that come from outside the image (0: black, as C-NMC crops).
+        crop_first: take the centre crop BEFORE the flips and the affine transform, as the
+            Prellberg & Kramer code does (``CenterCrop(300)`` then ``RandomAffine``,
+            ``dataset.py``); ``translate`` is then a fraction of the CROPPED side (0.2 of 300 px
+            = 60 px) and rotated-in corners come from outside the crop (filled), not from the
+            image's border. ``False``: transform the whole image, then crop (shift 0.2 of 450 px).
     """
 
     def __init__(
@@ -61,10 +66,12 @@ class BatchAugment(nn.Module):
         center_crop: int | None = None,
         fill: float = 0.0,
         center_crop_fraction: float | None = None,
+        crop_first: bool = False,
     ) -> None:
         super().__init__()
         if center_crop is not None and center_crop_fraction is not None:
             raise ValueError("give center_crop or center_crop_fraction, not both")
+        self.crop_first = crop_first
         self.center_crop_fraction = center_crop_fraction
         self.hflip, self.vflip = hflip, vflip
         self.rotation, self.right_angles = rotation, right_angles
@@ -94,7 +101,7 @@ class BatchAugment(nn.Module):
         so the whole augmentation is one ``grid_sample`` pass over the batch.
         """
         b = images.shape[0]
-        x = images
+        x = self._crop(images) if self.crop_first else images
         hflip = vflip = None
         if self.hflip > 0:
             hflip = torch.rand(b, device=x.device, generator=generator) < self.hflip
@@ -117,10 +124,13 @@ class BatchAugment(nn.Module):
             if theta is not None:  # lossless right-angle rotations
                 k = torch.round(torch.atan2(theta[:, 1, 0], theta[:, 0, 0]) / (math.pi / 2)) % 4
                 x = torch.stack([torch.rot90(img, int(r), dims=(-2, -1)) for img, r in zip(x, k)])
+        return x if self.crop_first else self._crop(x)
+
+    def _crop(self, x: Tensor) -> Tensor:
         if self.center_crop is not None:
-            x = center_crop(x, self.center_crop)
-        elif self.center_crop_fraction is not None:
-            x = center_crop(x, crop_size(x, self.center_crop_fraction))
+            return center_crop(x, self.center_crop)
+        if self.center_crop_fraction is not None:
+            return center_crop(x, crop_size(x, self.center_crop_fraction))
         return x
 
 

@@ -1,7 +1,9 @@
-"""Statistics over runs: mean ± sample std (ddof=1), seeded percentile bootstrap confidence
+"""Statistics over runs: mean ± std (sample, ddof=1, by default; population, ddof=0, as the
+HistoTNet code's ``np.std`` over its 10 hold-outs), seeded percentile bootstrap confidence
 intervals, the average confusion matrix in percent, aggregation into one row per configuration
-(task + overrides, except the protocol indices), the paper's figure for a metric, and the paired
-Wilcoxon signed-rank comparison of two configurations over matched runs."""
+(task + overrides, except the protocol indices), the paper's figure for a metric, and the
+comparison of two configurations: the paired Wilcoxon signed-rank test over matched runs and,
+beside it, the one-sided Mann-Whitney U test over all runs (A > B, the ablation question)."""
 
 from __future__ import annotations
 
@@ -71,12 +73,26 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
-def summarize(values: Sequence[float], n_boot: int = 10000, seed: int = 0) -> Summary:
-    """Mean, sample standard deviation (ddof=1; NaN for one run) and 95 % bootstrap CI."""
+STD_ESTIMATORS = {1: "sample standard deviation (ddof=1)",
+                  0: "population standard deviation (ddof=0, as the HistoTNet code)"}  # fmt: skip
+
+
+def check_ddof(ddof: int) -> int:
+    if ddof not in STD_ESTIMATORS:
+        raise ConfigError(f"--std-ddof={ddof!r} is not known; use 1 (sample) or 0 (population)")
+    return ddof
+
+
+def summarize(
+    values: Sequence[float], n_boot: int = 10000, seed: int = 0, ddof: int = 1
+) -> Summary:
+    """Mean, standard deviation (``ddof`` 1: sample, NaN for one run; 0: population) and 95 %
+    bootstrap CI."""
+    check_ddof(ddof)
     x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
     if x.size == 0:
         return Summary(0, math.nan, math.nan, math.nan, math.nan)
-    std = float(x.std(ddof=1)) if x.size > 1 else math.nan
+    std = float(x.std(ddof=ddof)) if x.size > ddof else math.nan
     lo, hi = bootstrap_ci(x, n_boot=n_boot, seed=seed)
     return Summary(int(x.size), float(x.mean()), std, lo, hi)
 
@@ -109,8 +125,11 @@ class ConfigRow:
     paper: dict[str, Any] | None
 
 
-def aggregate(records: Sequence[RunRecord], n_boot: int = 10000, seed: int = 0) -> list[ConfigRow]:
-    """Group the runs into configurations and summarise each (order of first appearance)."""
+def aggregate(
+    records: Sequence[RunRecord], n_boot: int = 10000, seed: int = 0, ddof: int = 1
+) -> list[ConfigRow]:
+    """Group the runs into configurations and summarise each (order of first appearance);
+    ``ddof`` picks the std estimator (``STD_ESTIMATORS``)."""
     groups: dict[str, list[RunRecord]] = {}
     for r in records:
         groups.setdefault(r.config_key, []).append(r)
@@ -123,6 +142,7 @@ def aggregate(records: Sequence[RunRecord], n_boot: int = 10000, seed: int = 0) 
                 [100.0 * float(r.metrics[m]) for r in ok if _is_number(r.metrics.get(m))],
                 n_boot=n_boot,
                 seed=seed,
+                ddof=ddof,
             )
             for m in summary_keys(ok)
         }
@@ -210,8 +230,10 @@ def select_runs(records: Sequence[RunRecord], which: str) -> list[RunRecord]:
 
 
 def compare(records: Sequence[RunRecord], a: str, b: str) -> dict[str, Any]:
-    """Paired two-sided Wilcoxon signed-rank test of A vs B per metric over matched runs."""
-    from scipy.stats import wilcoxon
+    """Per metric: the paired two-sided Wilcoxon signed-rank test of A vs B over matched runs,
+    and the one-sided Mann-Whitney U test of "A > B" over all runs of each (unpaired; the
+    question of an ablation: does removing a part lower the figure?)."""
+    from scipy.stats import mannwhitneyu, wilcoxon
 
     runs_a = {r.pair_key: r for r in select_runs(records, a) if r.status == "ok"}
     runs_b = {r.pair_key: r for r in select_runs(records, b) if r.status == "ok"}
@@ -237,6 +259,12 @@ def compare(records: Sequence[RunRecord], a: str, b: str) -> dict[str, Any]:
             stat, pval = float(res.statistic), float(res.pvalue)
         elif len(pairs):
             stat, pval = 0.0, 1.0  # identical results: no evidence of a difference
+        all_a = [100 * float(r.metrics[k]) for r in runs_a.values() if _is_number(r.metrics.get(k))]
+        all_b = [100 * float(r.metrics[k]) for r in runs_b.values() if _is_number(r.metrics.get(k))]
+        u_stat = u_pval = math.nan
+        if all_a and all_b:
+            res = mannwhitneyu(all_a, all_b, alternative="greater")
+            u_stat, u_pval = float(res.statistic), float(res.pvalue)
         out.append(
             {
                 "metric": title,
@@ -246,6 +274,10 @@ def compare(records: Sequence[RunRecord], a: str, b: str) -> dict[str, Any]:
                 "mean_diff": float((xa - xb).mean()) if len(pairs) else math.nan,
                 "statistic": stat,
                 "p_value": pval,
+                "n_a": len(all_a),
+                "n_b": len(all_b),
+                "mannwhitney_u": u_stat,
+                "mannwhitney_p_greater": u_pval,
             }
         )
     return {"a": a, "b": b, "n_pairs": len(keys), "unmatched": unmatched, "metrics": out}

@@ -30,16 +30,17 @@ def build_report(
     compare: Sequence[Sequence[str]] = (),
     n_boot: int = 10000,
     seed: int = 0,
+    ddof: int = 1,
 ) -> dict[str, Any]:
     """Write report.md/report.csv/runs.csv (+ comparisons.json) into ``out_dir``."""
     runs = records.collect_runs(dirs)
-    rows = aggregate.aggregate(runs, n_boot=n_boot, seed=seed)
+    rows = aggregate.aggregate(runs, n_boot=n_boot, seed=seed, ddof=aggregate.check_ddof(ddof))
     problems = [r for r in runs if r.status != "ok"]
     for p in problems:
         log.warning("run %s: %s [%s] %s", p.name, p.status, " ".join(p.overrides), p.reason)
     comparisons = [aggregate.compare(runs, a, b) for a, b in compare]
     title = "Results: " + ", ".join(Path(d).name for d in dirs)
-    markdown = tables.markdown_report(rows, comparisons, title=title, n_boot=n_boot)
+    markdown = tables.markdown_report(rows, comparisons, title=title, n_boot=n_boot, ddof=ddof)
     out = Path(out_dir)
     files = {
         "markdown": atomic_write_text(out / "report.md", markdown),

@@ -19,6 +19,7 @@ from leuk_lightning.evaluation.aggregate import (
     METRICS,
     MULTICLASS_METRICS,
     PER_CLASS_PREFIX,
+    STD_ESTIMATORS,
     ConfigRow,
     Summary,
     _is_number,
@@ -35,6 +36,10 @@ def _fmt(mean: float, std: float = math.nan, digits: int = 2) -> str:
     if math.isnan(mean):
         return "–"
     return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+
+
+def _p(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.4g}"
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -83,6 +88,7 @@ def markdown_report(
     comparisons: Sequence[dict[str, Any]] = (),
     title: str = "Results",
     n_boot: int = 10000,
+    ddof: int = 1,
 ) -> str:
     """The report as markdown: main table, confusion matrices, problems, comparisons."""
     shown = table_metrics(rows)
@@ -108,7 +114,7 @@ def markdown_report(
         body.append(cells)
     parts = [f"# {title}", "", _md_table(header, body), ""]
     parts.append(
-        "Mean ± sample standard deviation over runs; 95% CI: percentile bootstrap of the mean "
+        f"Mean ± {STD_ESTIMATORS[ddof]} over runs; 95% CI: percentile bootstrap of the mean "
         f"accuracy ({n_boot:,} resamples of runs, seeded)."
     )
     sources = sorted(
@@ -134,16 +140,23 @@ def markdown_report(
             f"- `{p.name}` [{p.status}] {' '.join(p.overrides)}: {p.reason}" for p in problems
         ]
     if comparisons:
-        parts += ["", "## Paired comparisons (Wilcoxon signed-rank, two-sided)", ""]
+        parts += [
+            "",
+            "## Paired comparisons (Wilcoxon signed-rank, two-sided) and Mann-Whitney U "
+            "(one-sided, A > B, over all runs; the ablation test of Prellberg & Kramer)",
+            "",
+        ]
         for c in comparisons:
             parts += [f"A = `{c['a']}`, B = `{c['b']}`; {c['n_pairs']} runs matched by "
                       "(repeat, fold, seed)" + (f"; unmatched: {', '.join(c['unmatched'])}"
                                                 if c["unmatched"] else ""), ""]  # fmt: skip
-            head = ["Metric", "Pairs", "A mean (%)", "B mean (%)", "Mean A−B (%)", "W", "p-value"]
+            head = ["Metric", "Pairs", "A mean (%)", "B mean (%)", "Mean A−B (%)", "W", "p-value",
+                    "U", "p (A > B)"]  # fmt: skip
             body = [
                 [m["metric"], m["n"], _fmt(m["mean_a"]), _fmt(m["mean_b"]), _fmt(m["mean_diff"]),
-                 _fmt(m["statistic"], digits=1), "–" if math.isnan(m["p_value"])
-                 else f"{m['p_value']:.4g}"]
+                 _fmt(m["statistic"], digits=1), _p(m["p_value"]),
+                 _fmt(m.get("mannwhitney_u", math.nan), digits=1),
+                 _p(m.get("mannwhitney_p_greater", math.nan))]
                 for m in c["metrics"]
             ]  # fmt: skip
             parts += [_md_table(head, body), ""]

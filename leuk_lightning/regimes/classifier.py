@@ -15,6 +15,15 @@ Options of the Prellberg & Kramer recipe (all off by default):
   base rate they multiply).
 - ``tta``: ``rot8`` or ``d4`` test-time augmentation at test time
   (:class:`leuk_lightning.evaluation.tta.TTAWrapper`).
+- ``val_tta``: validate with the same test-time augmentation, so the epoch and seed selected by
+  the validation metric are those of the TTA predictions (Prellberg & Kramer's
+  ``main_manual.py`` selects by the preliminary-set F1 with TTA).
+
+``checkpoint_ties`` (``first`` | ``later``) is read by the best-checkpoint callback
+(``conf/callbacks/default.yaml``: ``keep_ties: ${oc.select:regime.checkpoint_ties,first}``): which
+of two epochs with the same monitored value is kept. It lives in the regime so that a pipeline
+stage (HistoCNN: ``>``, first) and the main run (HistoTNet fine-tuning: ``>=``, later) each
+carry their own rule and the stage cache tells them apart.
 """
 
 from __future__ import annotations
@@ -55,6 +64,8 @@ class ClassifierModule(LightningModule):
         binary_logit: bool = False,
         lr_groups: dict[str, Any] | None = None,
         tta: str | None = None,
+        val_tta: bool = False,
+        checkpoint_ties: str = "first",
     ) -> None:
         super().__init__()
         if binary_logit and (num_classes != 2 or multilabel):
@@ -64,6 +75,14 @@ class ClassifierModule(LightningModule):
             )
         if tta is not None and tta not in TTA_MODES:
             raise ConfigError(f"regime.tta={tta!r} is not known; use null or one of {TTA_MODES}")
+        from leuk_lightning.training.checkpointing import TIES
+
+        if checkpoint_ties not in TIES:
+            raise ConfigError(
+                f"regime.checkpoint_ties={checkpoint_ties!r} is not known; use one of {TIES}"
+            )
+        if val_tta and tta is None:
+            raise ConfigError("regime.val_tta=true needs a test-time augmentation (regime.tta)")
         self.save_hyperparameters(ignore=["net", "class_weights"], logger=False)
         self.net = net
         self.num_classes = num_classes
@@ -176,7 +195,8 @@ class ClassifierModule(LightningModule):
         self.train_metrics.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._step(batch, self.val_metrics, "val")
+        forward = self.tta_net() if self.hparams.get("val_tta") else None
+        self._step(batch, self.val_metrics, "val", forward)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()

@@ -27,3 +27,19 @@ def optimizers_config(
     if monitor:
         lr_scheduler["monitor"] = monitor
     return {"optimizer": opt, "lr_scheduler": lr_scheduler}
+
+
+def chain_schedulers(
+    optimizer: torch.optim.Optimizer, schedulers: list[Callable[..., Any]]
+) -> torch.optim.lr_scheduler.ChainedScheduler:
+    """Several schedulers stepped together, in order, once per epoch: what the HistoCNN code does
+    with its list ``[CyclicLR(0.001-0.02, step_size_up=4), StepLR(20, 0.5)]`` (``(1)
+    PyTorch_HistoNet/pytorch_histonet.py:151-154``, both stepped after every training epoch in
+    ``functions/train_model_val.py:182-185``). ``schedulers`` are partials (``_partial_: true``)
+    called with the optimizer, in the listed order."""
+    if not schedulers:
+        from leuk_lightning.errors import ConfigError
+
+        raise ConfigError("regime.scheduler.schedulers: give at least one scheduler to chain")
+    built = [make(optimizer=optimizer) for make in schedulers]
+    return torch.optim.lr_scheduler.ChainedScheduler(built, optimizer=optimizer)

@@ -7,6 +7,14 @@ from ``last.ckpt`` goes back to the last *improving* epoch, which can be most of
 ``last.ckpt`` at the end of every epoch (after validation), so a run killed during epoch k
 resumes at epoch k. ``last_every_n_train_steps`` also writes it every N optimizer steps inside
 an epoch, for epochs that take hours.
+
+Ties: Lightning replaces its best checkpoint only on a strict improvement, so of two epochs with
+the same validation accuracy it keeps the FIRST. The HistoTNet fine-tuning code keeps the LATER
+one: ``(2) PyTorch_HistoTNet/functions/train_model_val.py:136-142`` copies the weights when
+``epoch_acc > best_acc`` and again when ``epoch_acc == best_acc`` and ``epoch_loss <
+min_val_loss``, where ``min_val_loss`` stays at its initial 1e6 (line 28), so every tie replaces
+the kept weights (a ``>=``). With 26 validation images (10 % of ALL-IDB2) ties are common.
+``keep_ties`` (``first`` | ``later``) picks the rule.
 """
 
 from __future__ import annotations
@@ -14,15 +22,30 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 
 from leuk_lightning.errors import ConfigError
 
+TIES = ("first", "later")
+
 
 class ModelCheckpoint(_LightningModelCheckpoint):
-    """Lightning's ModelCheckpoint with ``last.ckpt`` written every epoch (see module doc)."""
+    """Lightning's ModelCheckpoint with ``last.ckpt`` written every epoch and a tie rule
+    ``keep_ties`` (see the module doc)."""
 
-    def __init__(self, *args: Any, last_every_n_train_steps: int | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        last_every_n_train_steps: int | None = None,
+        keep_ties: str = "first",
+        **kwargs: Any,
+    ):
+        if keep_ties not in TIES:
+            raise ConfigError(
+                f"callbacks.model_checkpoint.keep_ties={keep_ties!r} is not known; "
+                f"use one of {TIES}"
+            )
         if last_every_n_train_steps is not None and last_every_n_train_steps < 0:
             raise ConfigError(
                 f"callbacks.model_checkpoint.last_every_n_train_steps={last_every_n_train_steps}"
@@ -30,6 +53,7 @@ class ModelCheckpoint(_LightningModelCheckpoint):
             )
         super().__init__(*args, **kwargs)
         self.last_every_n_train_steps = last_every_n_train_steps or 0
+        self.keep_ties = keep_ties
         self._last_written_step = -1
 
     def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
@@ -59,3 +83,14 @@ class ModelCheckpoint(_LightningModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer) and self._may_save(trainer):
             self._ensure_last(trainer)
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
+        if self.keep_ties == "first":
+            return super().check_monitor_top_k(trainer, current)
+        if current is None:
+            return False
+        if self.save_top_k == -1 or len(self.best_k_models) < self.save_top_k:
+            return True
+        monitor_op = {"min": torch.le, "max": torch.ge}[self.mode]
+        better = monitor_op(current, self.best_k_models[self.kth_best_model_path])
+        return trainer.strategy.reduce_boolean_decision(bool(better))

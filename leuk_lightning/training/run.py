@@ -132,7 +132,9 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test one configuration; returns the metrics (and writes them to results.json)."""
-    L.seed_everything(cfg.seed, workers=True)
+    from leuk_lightning.training.seeds import job_seed
+
+    L.seed_everything(job_seed(cfg), workers=True)
     apply_extras(cfg)
     objects = build(cfg)
     try:
@@ -184,6 +186,7 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 def write_results(cfg: DictConfig, metrics: dict[str, Any], loggers: list[Logger]) -> None:
     """results.json (+ confusion matrix text/PNG) in the run dir; a console summary."""
+    from leuk_lightning.training.seeds import job_seed
     from leuk_lightning.utils.printing import print_results, save_confusion_matrix
 
     out = Path(cfg.paths.output_dir)
@@ -191,6 +194,7 @@ def write_results(cfg: DictConfig, metrics: dict[str, Any], loggers: list[Logger
         "task_name": cfg.task_name,
         "tags": list(cfg.get("tags") or []),
         "seed": int(cfg.seed),
+        "job_seed": job_seed(cfg),
         "metrics": metrics,
         "paper": OmegaConf.to_container(cfg.paper, resolve=True) if cfg.get("paper") else None,
     }

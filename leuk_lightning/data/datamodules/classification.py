@@ -28,18 +28,31 @@ from leuk_lightning.utils.config import plain
 log = logging.getLogger(__name__)
 
 
-def class_weights_from_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def class_weights_from_labels(
+    labels: torch.Tensor, num_classes: int, min_count: int | None = None
+) -> torch.Tensor:
     """w[i] = N / n_i over the given (training) labels; 0 for classes without samples.
 
     Multi-label labels are a multi-hot matrix (n_i = positives of class i); single-label labels a
-    vector of class indices (n_i = samples of class i).
+    vector of class indices (n_i = samples of class i). ``min_count``: counts below it are raised
+    to it, so every class gets a finite weight N / max(n_i, min_count) (the HistoCNN code's rule
+    with 10: ``(1) PyTorch_HistoNet/functions/train_model_val.py:57-67``).
     """
     if labels.ndim == 2:
         counts = labels.float().sum(0)
     else:
         counts = torch.bincount(labels.long(), minlength=num_classes).float()
     n = float(labels.shape[0])
+    if min_count is not None:
+        return n / counts.clamp(min=float(min_count))
     return torch.where(counts > 0, n / counts.clamp(min=1), torch.zeros_like(counts))
+
+
+# train: per-channel mean/std of the training subset; imagenet: ImageNet statistics;
+# scalar_train_val: ONE mean and std over all channels and pixels of train + validation (the
+# HistoCNN code, util/computeMeanStd.py); none: only [0, 255] -> [0, 1] (ToTensor(), as the
+# HistoTNet fine-tuning and Prellberg & Kramer code)
+NORMALIZATIONS = ("train", "imagenet", "scalar_train_val", "none")
 
 
 def build_batch_transform(
@@ -178,7 +191,9 @@ class ClassificationDataModule(LightningDataModule):
             protocol: ``protocol`` (holdout | kfold), ``n_splits``, ``n_repeats``, ``repeat``,
             ``fold`` (see ``protocol_split``; conf/protocol/ sets them for a sweep).
         split_file: a ``split.json`` of an earlier run to reuse exactly.
-        normalization: ``train`` (statistics of the training subset) or ``imagenet``.
+        normalization: ``train`` (per-channel statistics of the training subset),
+            ``imagenet``, ``scalar_train_val`` (one mean/std over train + validation) or
+            ``none`` (``NORMALIZATIONS``).
         augment: ``BatchAugment`` settings applied to training batches on the device.
         output_dir: where ``split.json`` is written (the run directory).
         stats_cache_dir: where per-split mean/std are cached.
@@ -192,6 +207,9 @@ class ClassificationDataModule(LightningDataModule):
             is present, persistent workers when ``num_workers > 0``).
         cache: decode every image once into a memory-mapped uint8 cache (``data/cache.py``).
         cache_dir: folder of that cache (the app passes ``paths.cache_dir/images``).
+        class_weight_min_count: class weights N / max(n_i, this) (null: N / n_i, 0 for empty).
+        class_weight_subsets: the subsets whose labels give N and n_i (``["train", "val"]`` in
+            the HistoCNN code).
     """
 
     def __init__(
@@ -214,12 +232,26 @@ class ClassificationDataModule(LightningDataModule):
         persistent_workers: bool | None = None,
         cache: bool = True,
         cache_dir: str | None = None,
+        class_weight_min_count: int | None = None,
+        class_weight_subsets: Sequence[str] = ("train",),
     ) -> None:
         super().__init__()
-        if normalization not in {"train", "imagenet"}:
+        if normalization not in NORMALIZATIONS:
             raise ConfigError(
-                f"data.normalization={normalization!r} is not known; use 'train' or 'imagenet'"
+                f"data.normalization={normalization!r} is not known; use one of {NORMALIZATIONS}"
             )
+        if class_weight_min_count is not None and class_weight_min_count < 1:
+            raise ConfigError(
+                f"data.class_weight_min_count={class_weight_min_count!r} must be >= 1 or null"
+            )
+        bad = [s for s in class_weight_subsets if s not in ("train", "val")]
+        if bad or not class_weight_subsets:
+            raise ConfigError(
+                f"data.class_weight_subsets={list(class_weight_subsets)} must name 'train' "
+                "and/or 'val'"
+            )
+        self.class_weight_min_count = class_weight_min_count
+        self.class_weight_subsets = tuple(class_weight_subsets)
         self.dataset_factory = dataset
         self.label_level = label_level
         self.image_size = image_size
@@ -266,10 +298,10 @@ class ClassificationDataModule(LightningDataModule):
                 name: Subset(self.dataset, idx.tolist()) for name, idx in indices.items()
             }
         self.split_indices = indices
-        mean, std = self._normalization_stats(indices["train"])
+        mean, std = self._normalization_stats(indices)
         self.mean, self.std = mean, std
         self.batch_transform = build_batch_transform(mean, std, self.augment_cfg)
-        self._warn_empty_classes(indices["train"])
+        self._warn_empty_classes(indices)
 
     def _build(self, factory: Callable[..., Dataset]) -> Any:
         """A dataset at ``image_size``, behind the decoded-image cache when enabled."""
@@ -363,24 +395,52 @@ class ClassificationDataModule(LightningDataModule):
             )
         return indices
 
-    def _normalization_stats(self, train_idx: Any) -> tuple[list[float], list[float]]:
+    def _normalization_stats(self, indices: dict[str, Any]) -> tuple[list[float], list[float]]:
         if self.normalization == "imagenet":
             return list(stats.IMAGENET_MEAN), list(stats.IMAGENET_STD)
+        if self.normalization == "none":
+            return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+        idx = indices["train"]
+        pool_val = "val" in indices and self.subsets["val"].dataset is self.dataset
+        if self.normalization == "scalar_train_val" and pool_val:
+            idx = np.concatenate([np.asarray(idx), np.asarray(indices["val"])])
         if self.stats_cache_dir:
-            return stats.cached_mean_std(self.dataset, train_idx, self.stats_cache_dir)
-        return stats.channel_mean_std(self.dataset, train_idx)
+            mean, std = stats.cached_mean_std(self.dataset, idx, self.stats_cache_dir)
+        else:
+            mean, std = stats.channel_mean_std(self.dataset, idx)
+        if self.normalization == "scalar_train_val":  # pool the channels (equal pixel counts)
+            m = float(np.mean(mean))
+            s = float(np.sqrt(np.mean(np.square(std) + np.square(np.subtract(mean, m)))))
+            return [m, m, m], [s, s, s]
+        return mean, std
 
-    def _warn_empty_classes(self, train_idx: Any) -> None:
+    def _warn_empty_classes(self, indices: dict[str, Any]) -> None:
+        train_idx = indices["train"]
         labels = self.dataset.labels[torch.as_tensor(train_idx, dtype=torch.long)]
         weights = class_weights_from_labels(labels, self.num_classes)
+        if self.class_weight_subsets != ("train",) or self.class_weight_min_count is not None:
+            if "val" in self.class_weight_subsets and self.subsets["val"].dataset is self.dataset:
+                idx = np.concatenate([np.asarray(train_idx), np.asarray(indices["val"])])
+                labels = self.dataset.labels[torch.as_tensor(idx, dtype=torch.long)]
+            self.class_weights = class_weights_from_labels(
+                labels, self.num_classes, self.class_weight_min_count
+            )
+        else:
+            self.class_weights = weights
         empty = [c for c, w in zip(self.dataset.classes, weights.tolist()) if w == 0]
         if empty:
+            weight = (
+                "loss weight 0"
+                if self.class_weight_min_count is None
+                else f"loss weight N/{self.class_weight_min_count}"
+            )
             log.warning(
-                "Classes without samples in the training split (excluded from per-class "
-                "metrics, loss weight 0): %s",
+                "Classes without samples in the training split (%s): %s",
+                weight
+                if self.class_weight_min_count is not None
+                else "excluded from per-class metrics, " + weight,
                 ", ".join(empty),
             )
-        self.class_weights = weights
 
     # ----------------------------------------------------- checkpointed state
     def state_dict(self) -> dict[str, Any]:
