@@ -107,7 +107,9 @@ class _Group:
 
     def __init__(self, rng: np.random.Generator, variation: CellVariation) -> None:
         self.stain = draw_stain(rng, variation.stain)
-        self.shift = float(rng.normal(0.0, variation.subject_spread)) if variation.subject_spread else 0.0
+        self.shift = (
+            float(rng.normal(0.0, variation.subject_spread)) if variation.subject_spread else 0.0
+        )
 
     def blastness(self, rng: np.random.Generator, label: int, variation: CellVariation) -> float:
         """Phenotype of one cell of class ``label``: with probability ``label_noise`` the
@@ -336,7 +338,9 @@ def write_adp(
                 for col in pick:
                     if col is not None:
                         vec[col_index[col]] = 1
-            _render_adp_patch(pix, picks, size, tint, slide_stain).save(img_dir / name, format="PNG")
+            _render_adp_patch(pix, picks, size, tint, slide_stain).save(
+                img_dir / name, format="PNG"
+            )
             records.append((name, vec))
     records.sort(key=lambda r: r[0])
     buf = io.StringIO()

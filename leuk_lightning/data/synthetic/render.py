@@ -256,8 +256,9 @@ def _add_debris(
     yy, xx = _grid(h, w)
     if black_background:
         a = rng.uniform(0, 2 * np.pi)
-        d = s * rng.uniform(0.25, 0.38)
-        m = _shape_mask(yy, xx, h / 2 + d * np.sin(a), w / 2 + d * np.cos(a), s * rng.uniform(0.1, 0.2))
+        d = s * rng.uniform(0.3, 0.4)
+        r = s * rng.uniform(0.06, 0.13)
+        m = _shape_mask(yy, xx, h / 2 + d * np.sin(a), w / 2 + d * np.cos(a), r)
         canvas *= (1.0 - m)[..., None]
         return
     for _ in range(int(rng.integers(0, 4))):  # platelets: small purple granular bodies
