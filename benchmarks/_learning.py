@@ -25,6 +25,7 @@ def app(args: list[str], out_dir: Path, multirun: bool = False) -> list[dict]:
     whose jobs are ``out_dir/<n>``); returns the metrics of every ``results.json`` written."""
     env = dict(os.environ, LEUK_ROOT=str(LEARN_DIR), LEUK_DATA_DIR=str(LEARN_DIR / "data"))
     env["WANDB_MODE"] = "offline"
+    env.setdefault("OMP_NUM_THREADS", "1")  # one thread per run: no oversubscription on busy CPUs
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     where = f"hydra.sweep.dir={out_dir}" if multirun else f"hydra.run.dir={out_dir}"
     cmd = [sys.executable, "-m", "leuk_lightning", *(["-m"] if multirun else []), *args, where]

@@ -91,6 +91,12 @@ CNMC_VARIATION = CellVariation(
 )
 
 
+def _look_stream(seed: int) -> np.random.Generator:
+    """The stream of subject/acquisition looks and cell phenotypes: apart from the layout
+    stream, so the file names and labels of a seed do not change with the realism knobs."""
+    return np.random.default_rng([seed, 2])
+
+
 def _variation(value: CellVariation | dict | None, default: CellVariation) -> CellVariation:
     if value is None:
         return default
@@ -130,7 +136,7 @@ def _render_cell(
     width: int,
     black: bool,
 ) -> Image.Image:
-    """One crop of ``group``; the phenotype is drawn from the layout stream ``rng`` (so which
+    """One crop of ``group``; the phenotype is drawn from the look stream ``rng`` (so which
     cells are atypical does not depend on the image size), the pixels from ``pix``."""
     t = group.blastness(rng, label, variation)
     blur = float(pix.uniform(0.0, variation.blur)) * min(height, width) / 64.0
@@ -171,11 +177,12 @@ def write_all_idb2(
         )
     var = _variation(variation, ALL_IDB2_VARIATION)
     rng, pix = _streams(seed)
+    look = _look_stream(seed)
     root_path = Path(root)
     folder = root_path / subdir if subdir else root_path
     folder.mkdir(parents=True, exist_ok=True)
     labels = rng.permutation(np.arange(n) % 2)
-    groups = [_Group(rng, var) for _ in range(n_acquisitions)]
+    groups = [_Group(look, var) for _ in range(n_acquisitions)]
     member = rng.integers(0, n_acquisitions, n)
     width = max(3, len(str(n)))
     for i, (label, g) in enumerate(zip(labels, member), start=1):
@@ -186,7 +193,7 @@ def write_all_idb2(
                 h -= shrink
             else:
                 w -= shrink
-        img = _render_cell(rng, pix, groups[g], int(label), var, h, w, black=False)
+        img = _render_cell(look, pix, groups[g], int(label), var, h, w, black=False)
         img.save(folder / f"Im{i:0{width}d}_{int(label)}.tif", format="TIFF")
     return root_path
 
@@ -398,6 +405,7 @@ def write_cnmc(
         raise ConfigError("write_cnmc needs at least one subject of each class, one image each")
     var = _variation(variation, CNMC_VARIATION)
     rng, pix = _streams(seed)
+    look = _look_stream(seed)
     root_path = Path(root)
     if layout == "kaggle":
         base = root_path / "C-NMC_Leukemia"
@@ -426,9 +434,9 @@ def write_cnmc(
             folder = train_dir / fold / fold if nested_folds else train_dir / fold
             folder = folder / ("all" if label else "hem")
             folder.mkdir(parents=True, exist_ok=True)
-            group = _Group(rng, var)
+            group = _Group(look, var)
             for j in range(images_per_subject):
-                img = _render_cell(rng, pix, group, label, var, size, size, black=True)
+                img = _render_cell(look, pix, group, label, var, size, size, black=True)
                 img.save(folder / cell_name(subject, j, label), format="BMP")
 
     prelim_all = [str(x) for x in ids[n_subjects_all : n_subjects_all + 2]]
@@ -436,13 +444,13 @@ def write_cnmc(
     prelim_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     next_cell = dict.fromkeys(prelim_all + prelim_hem, 0)
-    prelim_groups = {s: _Group(rng, var) for s in prelim_all + prelim_hem}
+    prelim_groups = {s: _Group(look, var) for s in prelim_all + prelim_hem}
     for i in range(1, n_prelim + 1):
         label = int(rng.random() < 0.65)
         subject = str(rng.choice(prelim_all if label else prelim_hem))
         next_cell[subject] += int(rng.integers(1, 4))  # unique, increasing image/cell numbers
         patient_id = cell_name(subject, next_cell[subject], label)
-        img = _render_cell(rng, pix, prelim_groups[subject], label, var, size, size, black=True)
+        img = _render_cell(look, pix, prelim_groups[subject], label, var, size, size, black=True)
         img.save(prelim_dir / f"{i}.bmp", format="BMP")
         rows.append((patient_id, f"{i}.bmp", label))
     buf = io.StringIO()
@@ -452,9 +460,9 @@ def write_cnmc(
     csv_path.write_text(buf.getvalue(), encoding="utf-8")
 
     final_dir.mkdir(parents=True, exist_ok=True)
-    final_groups = [_Group(rng, var) for _ in range(2)]  # one ALL, one normal subject
+    final_groups = [_Group(look, var) for _ in range(2)]  # one ALL, one normal subject
     for i in range(1, n_final + 1):
         label = int(rng.random() < 0.65)
-        img = _render_cell(rng, pix, final_groups[label], label, var, size, size, black=True)
+        img = _render_cell(look, pix, final_groups[label], label, var, size, size, black=True)
         img.save(final_dir / f"{i}.bmp", format="BMP")
     return base
