@@ -8,7 +8,8 @@ C-NMC fine-tuning, without its ADP stage; a tiny ResNet and 8 epochs by default,
 affordable on a CPU) on 24 generated subjects x 8 cells, with ``protocol=dl4all_holdout``
 (image-level) or ``protocol=cnmc_grouped`` (subject-grouped), both at 50/20/30 % so the test
 set holds several subjects. Last line: ``image_split_minus_subject_split=<pp>`` (mean test
-accuracy, percentage points; > 0: the image-level split is optimistic, the lesson of the real challenge).
+accuracy, percentage points; > 0: the image-level split is optimistic, as in the real
+challenge).
 """
 
 from __future__ import annotations
