@@ -5,7 +5,7 @@ with subject effects (``synthetic.CNMC_VARIATION``), averaged over seeds.
     python benchmarks/leakage.py [--seeds 3] [--model test_resnet] [--epochs 8]
 Recipe: ``+experiment=sequential_resnet18_l1_cnmc debug=demo pretrain.enabled=false`` (the
 C-NMC fine-tuning, without its ADP stage; a tiny ResNet and 8 epochs by default, to stay
-affordable on a CPU) on 24 generated subjects x 8 cells, with ``protocol=dl4all_holdout``
+affordable on a CPU) on 32 generated subjects x 6 cells, with ``protocol=dl4all_holdout``
 (image-level) or ``protocol=cnmc_grouped`` (subject-grouped), both at 50/20/30 % so the test
 set holds several subjects. Last line: ``image_split_minus_subject_split=<pp>`` (mean test
 accuracy, percentage points; > 0: the image-level split is optimistic, as in the real
@@ -28,8 +28,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--model", default="test_resnet")
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--subjects", type=int, default=12, help="per class")
-    parser.add_argument("--per-subject", type=int, default=8, help="cells per subject")
+    parser.add_argument("--subjects", type=int, default=16, help="per class")
+    parser.add_argument("--per-subject", type=int, default=6, help="cells per subject")
     args = parser.parse_args()
     prepare()
     from leuk_lightning.data.synthetic import write_cnmc

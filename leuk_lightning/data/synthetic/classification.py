@@ -82,8 +82,8 @@ ALL_IDB2_VARIATION = CellVariation(
 #: subject's cells share a stain residue, size scale and a shift of their phenotype)
 CNMC_VARIATION = CellVariation(
     overlap=0.15,
-    subject_spread=0.1,
-    stain=0.15,
+    subject_spread=0.15,
+    stain=0.25,
     illumination=0.04,
     blur=0.6,
     debris=0.3,
