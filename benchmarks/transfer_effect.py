@@ -2,9 +2,9 @@
 against the same network trained from scratch, on a small generated ALL-IDB2 training set,
 averaged over seeds.
 
-    python benchmarks/transfer_effect.py [--seeds 5] [--model resnet18] [--train 0.1]
+    python benchmarks/transfer_effect.py [--seeds 5] [--model resnet18] [--train 0.05]
 Recipe: ``+experiment=histotnet_resnet18_l2 debug=demo`` with ``data.split.fractions=
-[train, 0.1, rest]`` (26 training crops at 0.1); scratch adds ``pretrain.enabled=false``. Both
+[train, 0.1, rest]`` (13 training crops at 0.05); scratch adds ``pretrain.enabled=false``. Both
 sides share seed, split and fine-tuning recipe; only the initialisation differs. The 5 "seeds"
 are split seeds (``data.split.seed``; the training seed stays 42), so one cached ADP stage
 serves every run, as in the paper's protocol. Last line:
@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--train", type=float, default=0.1, help="training fraction")
+    parser.add_argument("--train", type=float, default=0.05, help="training fraction")
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args()
     prepare()
