@@ -26,6 +26,7 @@ from _learning import LEARN_DIR, app, mean_std, pp, prepare  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="to split a run over processes")
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--train", type=float, default=0.05, help="training fraction")
     parser.add_argument("--epochs", type=int, default=12)
@@ -42,7 +43,8 @@ def main() -> None:
     accs: dict[str, list[float]] = {"pretrained": [], "scratch": []}
     extra = {"pretrained": [], "scratch": ["pretrain.enabled=false"]}
     out = LEARN_DIR / "transfer"
-    for seed in range(args.seeds):
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for seed in seeds:
         for kind, flags in extra.items():
             args_ = [*common, *flags, f"data.split.seed={seed}"]
             (metrics,) = app(args_, out / f"{kind}_{seed}")
@@ -50,7 +52,7 @@ def main() -> None:
             print(f"seed {seed}: {kind} test/acc={metrics['test/acc']:.3f}", flush=True)
     print(f"machine: {machine()}")
     print(f"ALL-IDB2 demo data, training fraction {args.train}, model {args.model}, "
-          f"{args.epochs} epochs, seeds 0..{args.seeds - 1}")  # fmt: skip
+          f"{args.epochs} epochs, seeds {seeds[0]}..{seeds[-1]}")  # fmt: skip
     for kind in extra:
         m, s = mean_std(accs[kind])
         print(f"{kind}: test accuracy {pp(m)} +- {pp(s)} %")
