@@ -144,13 +144,16 @@ def _pixels(ds, size: int = 12) -> np.ndarray:
     )
 
 
+CLEAN = synthetic.CellVariation()  # every realism knob off: the class prototypes
+
+
 @pytest.mark.parametrize("which", ["all_idb2", "cnmc"])
-def test_cell_classes_are_learnable(tmp_path: Path, which: str) -> None:
-    """Even a linear model on 12x12 thumbnails separates the classes of held-out images."""
+def test_clean_cell_classes_are_learnable(tmp_path: Path, which: str) -> None:
+    """Without the realism knobs, even a linear model on 12x12 thumbnails separates the classes
+    of held-out images: the phenotypes themselves carry the label."""
     if which == "all_idb2":
-        ds = AllIdb2Dataset(
-            synthetic.write_all_idb2(tmp_path, n=80, size=32, seed=1), image_size=12
-        )
+        root = synthetic.write_all_idb2(tmp_path, n=80, size=32, seed=1, variation=CLEAN)
+        ds = AllIdb2Dataset(root, image_size=12)
     else:
         base = synthetic.write_cnmc(
             tmp_path,
@@ -161,11 +164,85 @@ def test_cell_classes_are_learnable(tmp_path: Path, which: str) -> None:
             n_final=1,
             size=32,
             seed=1,
+            variation=CLEAN,
         )
         ds = CnmcDataset(base, image_size=12)
     x, y = _pixels(ds), ds.labels.numpy()
     model = LogisticRegression(max_iter=2000).fit(x[::2], y[::2])
     assert model.score(x[1::2], y[1::2]) >= 0.9
+
+
+def _nucleus_darkness_says_blast(ds) -> np.ndarray:
+    """A rule that reads the phenotype of clean cells: the darkest green values of a crop
+    are a normal cell's dark nucleus (G ~ 28) or a blast's light one (G ~ 100)."""
+    low = [np.percentile(np.asarray(ds.load_image(i))[1], 1) for i in range(len(ds))]
+    return np.asarray(low) > 58
+
+
+def test_label_noise_rate_is_measured_on_the_generated_labels(tmp_path: Path) -> None:
+    """With clean morphology the phenotype is readable by a fixed rule; the share of crops
+    whose phenotype disagrees with the label in the file name is the label-noise rate."""
+    noisy = synthetic.CellVariation(label_noise=0.2)
+    ds = AllIdb2Dataset(synthetic.write_all_idb2(tmp_path / "n", n=240, size=32, variation=noisy))
+    disagree = np.mean(_nucleus_darkness_says_blast(ds) != ds.labels.numpy().astype(bool))
+    assert 0.13 <= disagree <= 0.27, disagree
+    clean = AllIdb2Dataset(synthetic.write_all_idb2(tmp_path / "c", n=80, size=32, variation=CLEAN))
+    assert np.array_equal(_nucleus_darkness_says_blast(clean), clean.labels.numpy().astype(bool))
+
+
+def _subject_colour_f(base: Path) -> float:
+    """Smallest one-way ANOVA F (over the two classes) of the crops' chromaticity between
+    subjects: how much more the subjects differ from one another than their cells do."""
+    from scipy.stats import f_oneway
+
+    ds = CnmcDataset(base)
+    features = []
+    for i in range(len(ds)):
+        img = np.asarray(ds.load_image(i), dtype=np.float64).reshape(3, -1)
+        fg = img[:, img.sum(0) > 0]
+        features.append(fg.mean(1) / fg.mean())  # colour, not brightness
+    features = np.asarray(features)
+    labels, subjects = ds.labels.numpy(), np.asarray(ds.subjects)
+    fs = []
+    for label in (0, 1):
+        groups = [
+            features[(labels == label) & (subjects == s)] for s in set(subjects[labels == label])
+        ]
+        fs.append(max(f_oneway(*groups).statistic))  # the most shifted channel
+    return min(fs)
+
+
+def test_per_subject_stain_shift_is_measurable_between_subjects(tmp_path: Path) -> None:
+    """The cells of one C-NMC subject share a colour that differs between subjects (the
+    subject effect that makes image-level splits optimistic); without ``stain`` they do not."""
+    kwargs = dict(n_subjects_all=4, n_subjects_hem=4, images_per_subject=8, n_prelim=1, n_final=1)
+    stained = synthetic.write_cnmc(
+        tmp_path / "s", size=24, variation=synthetic.CellVariation(stain=0.15), **kwargs
+    )
+    plain = synthetic.write_cnmc(tmp_path / "p", size=24, variation=CLEAN, **kwargs)
+    default = synthetic.write_cnmc(tmp_path / "d", size=24, **kwargs)  # CNMC_VARIATION
+    assert _subject_colour_f(stained) > 15.0  # measured: 37.7
+    assert _subject_colour_f(default) > 5.0  # 10.5 (its other knobs add within-subject spread)
+    assert _subject_colour_f(plain) < 5.0  # 1.5
+
+
+def test_blur_and_variation_knobs_change_the_pixels(tmp_path: Path) -> None:
+    """Focus blur lowers the images' sharpness; bad knob values are refused."""
+
+    def sharpness(variation) -> float:
+        root = synthetic.write_all_idb2(
+            tmp_path / str(id(variation)), n=12, size=32, variation=variation
+        )
+        imgs = [
+            np.asarray(Image.open(p), dtype=np.float32) for p in sorted((root / "img").iterdir())
+        ]
+        return float(np.mean([np.abs(np.diff(im, axis=1)).mean() for im in imgs]))
+
+    assert sharpness(synthetic.CellVariation(blur=4.0)) < 0.8 * sharpness(CLEAN)
+    with pytest.raises(ValueError, match="overlap"):
+        synthetic.CellVariation(overlap=-0.1)
+    with pytest.raises(ConfigError, match="bad look-alike variation"):
+        synthetic.write_all_idb2(tmp_path / "x", n=2, size=16, variation={"label_noise": 0.9})
 
 
 def test_adp_classes_are_learnable(tmp_path: Path) -> None:
@@ -216,3 +293,21 @@ def test_ensure_demo_data_builds_once_and_recovers(tmp_path: Path) -> None:
     assert victim.is_file() and json.loads(marker.read_text())["size"] == 16
     synthetic.ensure_demo_data(tmp_path, size=24)  # another size: rebuilt, same names
     assert Image.open(victim).size == (24, 24)
+    before = victim.read_bytes()
+    synthetic.ensure_demo_data(tmp_path, size=24, variation={"cnmc": {"stain": 0.0}})
+    assert victim.read_bytes() != before  # other knobs: rebuilt
+    assert json.loads(marker.read_text())["variation"]["cnmc"]["stain"] == 0.0
+    with pytest.raises(ConfigError, match="unknown knobs"):
+        synthetic.ensure_demo_data(tmp_path, size=24, variation={"cnmc": {"stian": 0.1}})
+
+
+def test_demo_yaml_states_the_generators_defaults(tmp_path: Path) -> None:
+    """``debug=demo`` lists the realism knobs with the code's defaults, so the README's table,
+    the config and the data agree (the demo data of tests and of runs is the same)."""
+    from helpers import compose_config
+
+    from leuk_lightning.data.synthetic.demo import _plain_variation
+
+    cfg = compose_config(["debug=demo"], tmp_path)
+    assert _plain_variation(cfg.demo_variation) == _plain_variation(None)
+    assert cfg.demo_variation.all_idb2.label_noise > 0 and cfg.demo_variation.cnmc.stain > 0

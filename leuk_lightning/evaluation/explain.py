@@ -143,7 +143,7 @@ def rebuild(cfg: DictConfig, run_dir: Path) -> Any:
     if cfg.get("demo_data"):
         from leuk_lightning.data.synthetic import ensure_demo_data
 
-        ensure_demo_data(Path(cfg.paths.data_dir))
+        ensure_demo_data(Path(cfg.paths.data_dir), variation=cfg.get("demo_variation"))
     split_file = run_dir / "split.json"
     kwargs: dict[str, Any] = {"output_dir": None}
     if split_file.is_file():

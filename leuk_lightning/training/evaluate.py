@@ -51,6 +51,6 @@ def evaluate(
     if cfg.get("demo_data"):
         from leuk_lightning.data.synthetic import ensure_demo_data
 
-        ensure_demo_data(Path(cfg.paths.data_dir))
+        ensure_demo_data(Path(cfg.paths.data_dir), variation=cfg.get("demo_variation"))
     log.info("Testing %s on the test split of %s -> %s", ckpt_path, run_dir, out)
     return run(cfg)

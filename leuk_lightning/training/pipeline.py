@@ -170,7 +170,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("demo_data"):
         from leuk_lightning.data.synthetic import ensure_demo_data
 
-        ensure_demo_data(Path(cfg.paths.data_dir))
+        ensure_demo_data(Path(cfg.paths.data_dir), variation=cfg.get("demo_variation"))
     stage = cfg.get("pretrain")
     if stage is not None and stage.get("enabled", False):
         checkpoint = run_stage(cfg, "pretrain")

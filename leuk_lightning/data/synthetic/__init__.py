@@ -9,6 +9,8 @@ loaders read them unchanged, so a demo run exercises the same code as a run on t
 from leuk_lightning.data.synthetic.cells_voc import CELL_CLASSES, write_cells_voc
 from leuk_lightning.data.synthetic.classification import (
     ADP_SLIDE_NAMES,
+    ALL_IDB2_VARIATION,
+    CNMC_VARIATION,
     render_blood_cell,
     write_adp,
     write_all_idb2,
@@ -20,9 +22,13 @@ from leuk_lightning.data.synthetic.demo import (
     DEMO_VERSION,
     ensure_demo_data,
 )
+from leuk_lightning.data.synthetic.render import CellVariation
 
 __all__ = [
     "ADP_SLIDE_NAMES",
+    "ALL_IDB2_VARIATION",
+    "CNMC_VARIATION",
+    "CellVariation",
     "CELL_CLASSES",
     "DEMO_MARKER",
     "DEMO_NAMES",
