@@ -54,7 +54,8 @@ CELLS_VOC_CLASSES = ("all", "hem")
 class CellsVocDataset(Dataset):
     """Images + LabelImg VOC boxes; attributes ``classes``, ``paths`` (images),
     ``annotation_paths``, ``boxes`` / ``box_labels`` (per image), ``image_sizes`` (w, h) and
-    class of each image; ties go to the lower index; -1 without boxes),
+    ``labels`` (the dominant, i.e. most frequent, class of each image; ties go to the lower index;
+    -1 without boxes),
     which the detection datamodule stratifies splits by."""
 
     def __init__(
