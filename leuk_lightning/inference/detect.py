@@ -16,7 +16,8 @@ index for videos and cameras, empty for still images), ``class``, ``score``, ``x
 least one row: one without detections has a row with empty ``class``..``ymax``, so "nothing
 found" differs from "not processed". A file that cannot be read (a corrupt image, a video
 OpenCV cannot open) gets one row with the reason in ``error`` and the run goes on with the
-other inputs (``detect`` returns ``errors``, the CLI then exits with status 1). It is written to a temporary file while frames
+other inputs (``detect`` returns ``errors``, the CLI then exits with status 1). The CSV is
+written to a temporary file while frames
 stream through and renamed into place at the end, so a crash never leaves half a table.
 Videos are read frame by frame with OpenCV (``cv2.VideoCapture``), never whole. A camera runs
 until ``max_frames`` or Ctrl-C. ``annotate=true`` also writes annotated pictures
