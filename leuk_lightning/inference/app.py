@@ -157,7 +157,9 @@ class DetectorApp:
         index = len({r[1] for r in rows})
         det = self._detect(np.ascontiguousarray(frame[..., :3]), threshold)
         rows.extend(D._rows("camera", index, det, self.names))
-        annotated = cv2.cvtColor(D.draw_detections(frame[..., :3], det, self.names), cv2.COLOR_BGR2RGB)
+        annotated = cv2.cvtColor(
+            D.draw_detections(frame[..., :3], det, self.names), cv2.COLOR_BGR2RGB
+        )
         return annotated, rows[-200:], rows
 
     def camera_csv(self, rows: list[list[Any]] | None) -> str | None:
@@ -172,7 +174,9 @@ def build_detector_app(core: DetectorApp) -> Any:
             f"## Cell detector\nClasses: {', '.join(core.names)}. Boxes in the input's pixels; "
             "the CSV has the columns of `leuk-lightning detect`."
         )
-        threshold = gr.Slider(0.0, 1.0, value=core.score_threshold, step=0.05, label="Score threshold")
+        threshold = gr.Slider(
+            0.0, 1.0, value=core.score_threshold, step=0.05, label="Score threshold"
+        )
         with gr.Tab("Images"):
             files = gr.File(file_count="multiple", file_types=["image"], label="Pictures")
             run_images = gr.Button("Detect", variant="primary")
@@ -200,10 +204,19 @@ def build_detector_app(core: DetectorApp) -> Any:
         with gr.Tab("Camera"):
             state = gr.State([])
             with gr.Row():
-                cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera")
+                cam = gr.Image(
+                    sources=["webcam"],
+                    streaming=True,
+                    type="numpy",
+                    label="Camera",
+                    elem_id="camera-input",
+                )
                 cam_out = gr.Image(label="Detections (live)", elem_id="camera-output")
             table_cam = gr.Dataframe(
-                headers=headers, label="Detections so far", interactive=False, elem_id="camera-table"
+                headers=headers,
+                label="Detections so far",
+                interactive=False,
+                elem_id="camera-table",
             )
             save_cam = gr.Button("CSV of the camera's detections")
             csv_cam = gr.File(label="CSV")
