@@ -192,10 +192,9 @@ def test_browser_camera_streams_annotated_frames_into_the_table(server, pictures
             page.context.grant_permissions(["camera"])
             page.goto(server, timeout=60_000)
             page.get_by_role("tab", name="Camera").click()
-            start = page.get_by_role("button", name="Record")
-            if start.count() == 0:
-                start = page.locator("#camera-input button").last
-            start.first.click(timeout=30_000)
+            page.get_by_text("Click to Access Webcam").click(timeout=30_000)
+            # Gradio's streaming webcam: "Record" (aria-label "capture photo") starts the stream
+            page.locator("#camera-input button", has_text="Record").click(timeout=30_000)
             out = page.locator("#camera-output img")
             out.first.wait_for(state="visible", timeout=90_000)
             page.wait_for_function(
@@ -203,7 +202,15 @@ def test_browser_camera_streams_annotated_frames_into_the_table(server, pictures
                 timeout=90_000,
             )
             text = page.locator("#camera-table").inner_text()
-            assert "camera" in text
+            assert "camera" in text and "xmin" in text
+            page.get_by_role("button", name="CSV of the camera's detections").click()
+            link = page.locator("a[download]").last
+            link.wait_for(timeout=60_000)
+            with page.expect_download() as info:
+                link.click()
+            rows = _csv_rows(info.value.path())
+            assert rows and all(r["source"] == "camera" for r in rows)
+            assert len({r["frame"] for r in rows}) >= 2  # several streamed frames
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         finally:
             browser.close()
