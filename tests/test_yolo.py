@@ -455,5 +455,9 @@ def test_yolov3_experiment_trains_and_reports_the_papers_metrics(tmp_path, demo_
     with open(next(run_dir.rglob("metrics.csv"))) as fh:
         header = next(csv.reader(fh))
     assert "val/loss" in header and "train/loss" in header
+    assert (run_dir / "loss_curves.png").is_file()
+    with open(run_dir / "loss_curves.csv") as fh:
+        curves = list(csv.DictReader(fh))
+    assert len(curves) == 1 and float(curves[0]["val/loss"]) > 0
     loaded = D.load_detector(metrics["best_checkpoint"])
     assert loaded.net.arch == "yolov3" and loaded.net.model.image_size == 128

@@ -16,7 +16,9 @@ is a torchmetrics ``Metric`` (states are concatenated across processes).
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -120,3 +122,40 @@ class PaperDetectionAP(Metric):
             "ap50_per_class": ap,
             "accuracy": torch.tensor(float(self.n_found.sum()) / total if total else float("nan")),
         }
+
+
+def plot_loss_curves(history: Sequence[dict[str, float]], out_dir: Path) -> Path:
+    """``loss_curves.csv`` and ``loss_curves.png`` (train and validation loss per epoch, the
+    paper's Fig. 6, with validation AP@0.5 on a second axis) in ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = ["epoch", "train/loss", "val/loss", "val/ap50", "val/map_50"]
+    with open(out_dir / "loss_curves.csv", "w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(keys)
+        writer.writerows([[row.get(k, "") for k in keys] for row in history])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [row["epoch"] for row in history]
+    for key, colour in (("train/loss", "tab:pink"), ("val/loss", "tab:blue")):
+        values = [row.get(key, float("nan")) for row in history]
+        ax.plot(epochs, values, marker="o", color=colour, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if any("val/ap50" in row for row in history):
+        ax2 = ax.twinx()
+        ax2.plot(
+            epochs, [row.get("val/ap50", float("nan")) for row in history], "k--", label="val/ap50"
+        )
+        ax2.set_ylabel("AP@0.5 (all-point)")
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="center right")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    path = out_dir / "loss_curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

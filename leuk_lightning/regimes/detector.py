@@ -17,7 +17,9 @@ Batches are dicts of lists (``image`` uint8 [3,H,W], ``boxes`` [N,4] xyxy, ``lab
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +30,8 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from leuk_lightning.evaluation.detection_ap import PaperDetectionAP
 from leuk_lightning.regimes.optim import optimizers_config
+
+log = logging.getLogger(__name__)
 
 #: scalar entries of MeanAveragePrecision's result that are logged (prefixed by the stage)
 MAP_KEYS = ("map", "map_50", "map_75", "mar_1", "mar_10", "mar_100")
@@ -69,6 +73,8 @@ class DetectorModule(LightningModule):
         self.test_ap = PaperDetectionAP(num_classes, score_threshold=accuracy_score_threshold)
         self.val_best = MaxMetric() if monitor_mode == "max" else MinMetric()
         self.test_results: dict[str, Any] = {}
+        #: per epoch: epoch, train/loss, val/loss, val/ap50 (-> loss_curves.png at the end)
+        self.history: list[dict[str, float]] = []
 
     def forward(self, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
         """Detections (``boxes`` xyxy, ``scores``, ``labels``) of uint8 or [0,1] images."""
@@ -93,6 +99,24 @@ class DetectorModule(LightningModule):
         for key, value in losses.items():
             self.log(f"train/loss_{key}", value, on_step=False, on_epoch=True, batch_size=n)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        metrics = self.trainer.callback_metrics
+        row = {"epoch": float(self.current_epoch)}
+        for key in ("train/loss", "val/loss", "val/ap50", "val/map_50"):
+            if key in metrics:
+                row[key] = float(metrics[key])
+        self.history.append(row)
+
+    def on_fit_end(self) -> None:
+        """The paper's Fig. 6: train and validation loss per epoch -> ``loss_curves.png``."""
+        if self.trainer.is_global_zero and self.history and self.trainer.default_root_dir:
+            from leuk_lightning.evaluation.detection_ap import plot_loss_curves
+
+            try:
+                plot_loss_curves(self.history, Path(self.trainer.default_root_dir))
+            except OSError as err:  # a plot must never fail the run
+                log.warning("could not write the loss curves: %s", err)
 
     # --------------------------------------------------------------- evaluation
     def _evaluate(
