@@ -423,12 +423,26 @@ def test_detect_gives_every_image_and_frame_a_row_and_bad_files_an_error_row(yol
     assert list(by_source) == ["a_cell.png", "b_black.png", "c_broken.png", "d_broken.avi",
                                "e_cells.avi"]  # fmt: skip
     assert all(r["class"] and not r["error"] for r in by_source["a_cell.png"])
-    assert [(r["class"], r["xmin"], r["error"]) for r in by_source["b_black.png"]] == [("", "", "")]
+    assert by_source["b_black.png"]  # processed: at least one row, found or not
     assert "cannot decode image" in by_source["c_broken.png"][0]["error"]
     assert "cannot open video" in by_source["d_broken.avi"][0]["error"]
-    frames = [int(r["frame"]) for r in by_source["e_cells.avi"]]
-    assert sorted(set(frames)) == [0, 1, 2]
-    assert [r["class"] for r in by_source["e_cells.avi"] if r["frame"] != "0"] == ["", ""]
+    assert sorted({int(r["frame"]) for r in by_source["e_cells.avi"]}) == [0, 1, 2]
+    # nothing passes a threshold of 1: each image and frame still gets exactly one (empty) row
+    out = tmp_path / "none.csv"
+    args = [f"ckpt_path={ckpt}", f"input={folder}", f"output={out}", "score_threshold=1.0"]
+    assert detect_cli.main(args) == 1
+    rows = [(Path(r["source"]).name, r["frame"], r["class"], r["xmin"], r["error"])
+            for r in _read_csv(out)]  # fmt: skip
+    assert rows[:2] + rows[4:] == [
+        ("a_cell.png", "", "", "", ""),
+        ("b_black.png", "", "", "", ""),
+        ("e_cells.avi", "0", "", "", ""),
+        ("e_cells.avi", "1", "", "", ""),
+        ("e_cells.avi", "2", "", "", ""),
+    ]
+    assert [r[0] for r in rows[2:4]] == ["c_broken.png", "d_broken.avi"] and all(
+        r[4] for r in rows[2:4]
+    )
 
 
 @pytest.mark.slow
