@@ -256,12 +256,12 @@ def test_darknet_weights_file_loads_into_the_right_tensors(tmp_path):
 
 
 def test_all_point_ap_by_hand():
-    # ranked TP, FP, TP, FP, TP with 4 objects: recall .25 .25 .5 .5 .75, precision 1 .5 .67 .5 .6
-    tp = np.array([1, 0, 1, 0, 1])
+    # ranked TP, FP, TP, TP with 4 objects: recall .25 .25 .5 .75, precision 1 .5 .67 .75;
+    # the envelope (Eqn 3) lifts the precision at recall .5 from .67 to .75
+    tp = np.array([1, 0, 1, 1])
     ctp, cfp = np.cumsum(tp), np.cumsum(1 - tp)
     ap = all_point_ap(ctp / 4, ctp / (ctp + cfp))
-    # envelope: recall .25 at 1, .5 at 2/3, .75 at .6 (then 0)
-    assert ap == pytest.approx(0.25 * 1 + 0.25 * 2 / 3 + 0.25 * 0.6)
+    assert ap == pytest.approx(0.25 * 1 + 0.25 * 0.75 + 0.25 * 0.75)
     metric = PaperDetectionAP(2, score_threshold=0.5)
     boxes = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]])
     nothing = torch.tensor([[80, 80, 90, 90]])
