@@ -475,3 +475,17 @@ def test_yolov3_experiment_trains_and_reports_the_papers_metrics(tmp_path, demo_
     assert len(curves) == 1 and float(curves[0]["val/loss"]) > 0
     loaded = D.load_detector(metrics["best_checkpoint"])
     assert loaded.net.arch == "yolov3" and loaded.net.model.image_size == 128
+
+
+def test_cells_yolov3_has_the_papers_settings_and_a_cpu_sized_demo(tmp_path):
+    paper = compose_config(["+experiment=cells_yolov3"], tmp_path)
+    assert paper.model.arch == "yolov3" and paper.model.backbone == "darknet53"
+    assert (paper.model.backbone_width, paper.model.neck_widths) == (1.0, [512, 256, 128])
+    assert paper.data.image_size == 416 and paper.trainer.max_epochs == 25
+    assert list(paper.data.split.counts) == [240, 60] and paper.data.augment is None
+    assert paper.regime.monitor == "val/ap50" and paper.paper.map_50 == 99.8
+    demo = compose_config(["+experiment=cells_yolov3", "debug=demo"], tmp_path)
+    assert (demo.model.backbone_width, demo.model.neck_widths) == (0.125, [32, 16, 16])
+    assert demo.model.min_image_size == 128 and demo.regime.optimizer.lr == 0.003
+    fcos = compose_config(["+experiment=cells_detector", "debug=demo"], tmp_path)
+    assert fcos.model.backbone == "test_resnet"
