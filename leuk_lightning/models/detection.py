@@ -1,10 +1,10 @@
 """Object detectors for cell detection: torchvision FCOS / RetinaNet / Faster R-CNN over a timm
 backbone with a feature pyramid, built from local weights or random init (nothing downloaded).
 
-The YOLOv3 of the cell-detector paper is a one-stage, anchor-based detector over a multi-scale
-feature pyramid; torchvision has no YOLO, so the closest maintained equivalents are offered:
-``fcos`` (one-stage, anchor-free; the default), ``retinanet`` (one-stage, anchors) and
-``faster_rcnn`` (two-stage). The backbone is any timm model with ``features_only`` support
+``arch="yolov3"`` is the cell-detector paper's model, written in this project
+(:mod:`leuk_lightning.models.yolo`, Darknet-53 from timm). The torchvision alternatives:
+``fcos`` (one-stage, anchor-free), ``retinanet`` (one-stage, anchors) and ``faster_rcnn``
+(two-stage). Their backbone is any timm model with ``features_only`` support
 (``resnet18``, ``mobilenetv3_large_100``, the tiny ``test_resnet`` for tests); its stages
 ``out_indices`` feed a torchvision ``FeaturePyramidNetwork`` with ``fpn_channels`` channels.
 
