@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "runs and sweeps -> the papers' tables"),
     "select": ("select", "best seed of a multi-seed sweep, spread over seeds"),
     "cnmc-to-voc": ("convert", "boxes for C-NMC crops as LabelImg Pascal VOC"),
+    "app": ("app", "web app (Gradio) for a checkpoint: images, video, camera"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from leuk_lightning.cli.args import ToolParser, run_tool
@@ -13,7 +14,9 @@ def build_parser() -> ToolParser:
         "detect",
         "Run a trained cell detector over an image, a folder, a video file or a camera index and "
         "write one CSV\nrow per detection: source, frame, class, score, xmin, ymin, xmax, ymax "
-        "(input-image pixels).",
+        "(input-image pixels), error.\nAn image or frame without detections gets one row with "
+        "empty class and box; an unreadable\nfile gets a row naming the error, the rest go on "
+        "(exit status 1).",
         examples=[
             "leuk-lightning detect ckpt_path=logs/cells_detector/runs/T/checkpoints/epoch_011.ckpt"
             " input=smears/ output=cells.csv annotate=true",
@@ -44,6 +47,13 @@ def _run(args: argparse.Namespace) -> int:
         f"{stats['output']} in {stats['seconds']:.2f} s ({stats['fps']:.1f} frames/s on "
         f"{stats['device']})"
     )
+    if stats["errors"]:
+        print(
+            f"detect: {stats['errors']} input(s) could not be read; see the error column of "
+            f"{stats['output']}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

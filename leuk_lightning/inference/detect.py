@@ -12,7 +12,12 @@ training (``data.image_size``) and boxes are mapped back to the input's pixels.
 
 The CSV has one row per detection: ``source`` (file, or ``camera:<i>``), ``frame`` (0-based
 index for videos and cameras, empty for still images), ``class``, ``score``, ``xmin``,
-``ymin``, ``xmax``, ``ymax`` (pixels, xyxy). It is written to a temporary file while frames
+``ymin``, ``xmax``, ``ymax`` (pixels, xyxy), ``error``. Every processed image or frame gets at
+least one row: one without detections has a row with empty ``class``..``ymax``, so "nothing
+found" differs from "not processed". A file that cannot be read (a corrupt image, a video
+OpenCV cannot open) gets one row with the reason in ``error`` and the run goes on with the
+other inputs (``detect`` returns ``errors``, the CLI then exits with status 1). The CSV is
+written to a temporary file while frames
 stream through and renamed into place at the end, so a crash never leaves half a table.
 Videos are read frame by frame with OpenCV (``cv2.VideoCapture``), never whole. A camera runs
 until ``max_frames`` or Ctrl-C. ``annotate=true`` also writes annotated pictures
@@ -48,7 +53,7 @@ from leuk_lightning.utils.runs import find_run_dir, load_run_config
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("source", "frame", "class", "score", "xmin", "ymin", "xmax", "ymax")
+COLUMNS = ("source", "frame", "class", "score", "xmin", "ymin", "xmax", "ymax", "error")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv", ".m4v", ".webm"}
 DEFAULTS: dict[str, Any] = {
@@ -91,6 +96,22 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _model_config(run_cfg: DictConfig) -> dict[str, Any]:
+    """The run's ``model`` config with each value resolved in the whole run config where it
+    can be (e.g. ``${leuk.demo:...}`` needs the root), left as written where it cannot."""
+    raw = OmegaConf.to_container(run_cfg.model, resolve=False)
+    result: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            node = OmegaConf.select(run_cfg, f"model.{key}", throw_on_resolution_failure=True)
+            if OmegaConf.is_config(node):
+                node = OmegaConf.to_container(node, resolve=True)
+            result[key] = node
+        except Exception:  # noqa: BLE001 - an interpolation that only resolves inside Hydra
+            result[key] = value
+    return result
+
+
 def load_detector(ckpt_path: str | os.PathLike[str], device: str = "auto") -> LoadedDetector:
     """Rebuild the run's detector (its ``model`` config, no pretrained file) with the
     checkpoint's weights; class names come from the checkpoint's hyper-parameters."""
@@ -107,10 +128,12 @@ def load_detector(ckpt_path: str | os.PathLike[str], device: str = "auto") -> Lo
             f"ckpt_path={ckpt_file} is not a detector checkpoint of this project "
             "(no class_names / net.* weights)"
         )
-    model_cfg = OmegaConf.to_container(run_cfg.model, resolve=False)
+    model_cfg = _model_config(run_cfg)
     if model_cfg.get("_target_") != "leuk_lightning.models.create_detector":
         raise ConfigError(f"the run of {ckpt_file} did not train a detector ({model_cfg})")
     model_cfg.update(pretrained=False, pretrained_file=None, weights_file=None)
+    if model_cfg.get("arch") == "yolov3":
+        model_cfg["darknet_weights"] = None  # the checkpoint holds every weight
     try:
         image_size = OmegaConf.select(run_cfg, "data.image_size")
     except Exception:  # noqa: BLE001 - an interpolation that only resolves inside Hydra
@@ -287,21 +310,40 @@ class _VideoOut:
 
 
 def _rows(
-    source: Source, frame: int | None, det: dict[str, np.ndarray], names: list[str]
+    source: Source | str, frame: int | None, det: dict[str, np.ndarray], names: Sequence[str]
 ) -> Iterator[list[Any]]:
+    """CSV rows of one image or frame: one per detection, or one empty row without any."""
+    name = source.name if isinstance(source, Source) else source
+    index = "" if frame is None else frame
+    if len(det["scores"]) == 0:
+        yield [name, index, "", "", "", "", "", "", ""]
+        return
     for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
         yield [
-            source.name,
-            "" if frame is None else frame,
+            name,
+            index,
             names[int(label)],
             f"{float(score):.4f}",
             *(f"{float(v):.1f}" for v in box),
+            "",
         ]
+
+
+def error_row(source: Source | str, message: str, frame: int | None = None) -> list[Any]:
+    """The CSV row of an input that could not be processed."""
+    name = source.name if isinstance(source, Source) else source
+    return [name, "" if frame is None else frame, "", "", "", "", "", "", message]
+
+
+def count_detections(rows: Sequence[Sequence[Any]]) -> int:
+    """Rows that are detections (not "nothing found" or error rows)."""
+    return sum(1 for r in rows if r[2] != "")
 
 
 def detect(cfg: DictConfig) -> dict[str, Any]:
     """Run the detector over ``cfg.input`` and write ``cfg.output``; returns run statistics
-    (``frames``, ``detections``, ``seconds``, ``fps``: frames per second end to end)."""
+    (``frames``, ``detections``, ``errors``: inputs that could not be read, ``seconds``,
+    ``fps``: frames per second end to end)."""
     detector = load_detector(cfg.ckpt_path, cfg.device)
     sources = collect_sources(cfg.input)
     output = Path(cfg.output).expanduser()
@@ -314,7 +356,7 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
     threshold = float(cfg.score_threshold)
     detector.net.set_score_threshold(min(threshold, 0.05))
     max_frames = None if cfg.max_frames is None else int(cfg.max_frames)
-    stats = {"frames": 0, "detections": 0}
+    stats = {"frames": 0, "detections": 0, "errors": 0}
     names = detector.class_names
 
     def run(f: IO[bytes]) -> None:
@@ -323,18 +365,29 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
         writer.writerow(COLUMNS)
         for source in sources:
             if source.kind == "image":
-                frame = read_image(source.path)
+                try:
+                    frame = read_image(source.path)
+                except DataError as err:
+                    log.warning("%s", err)
+                    writer.writerow(error_row(source, str(err)))
+                    stats["errors"] += 1
+                    continue
                 det = detect_frames(detector, [frame], threshold)[0]
                 rows = list(_rows(source, None, det, names))
                 writer.writerows(rows)
                 stats["frames"] += 1
-                stats["detections"] += len(rows)
+                stats["detections"] += count_detections(rows)
                 if cfg.annotate:
                     ok, png = cv2.imencode(".png", draw_detections(frame, det, names))
                     target = annotate_dir / f"{source.path.stem}_det.png"
                     atomic_write(target, lambda g, data=png: g.write(data.tobytes()))
                 continue
-            _run_stream(source, writer, stats)
+            try:
+                _run_stream(source, writer, stats)
+            except DataError as err:  # a video that cannot be opened: note it, go on
+                log.warning("%s", err)
+                writer.writerow(error_row(source, str(err)))
+                stats["errors"] += 1
         text.flush()
         text.detach()
 
@@ -379,7 +432,7 @@ def detect(cfg: DictConfig) -> dict[str, Any]:
             rows = list(_rows(source, index, det, names))
             writer.writerows(rows)
             stats["frames"] += 1
-            stats["detections"] += len(rows)
+            stats["detections"] += count_detections(rows)
             if video is not None:
                 video.write(draw_detections(frame, det, names))
 

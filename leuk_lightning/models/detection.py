@@ -1,10 +1,10 @@
 """Object detectors for cell detection: torchvision FCOS / RetinaNet / Faster R-CNN over a timm
 backbone with a feature pyramid, built from local weights or random init (nothing downloaded).
 
-The YOLOv3 of the cell-detector paper is a one-stage, anchor-based detector over a multi-scale
-feature pyramid; torchvision has no YOLO, so the closest maintained equivalents are offered:
-``fcos`` (one-stage, anchor-free; the default), ``retinanet`` (one-stage, anchors) and
-``faster_rcnn`` (two-stage). The backbone is any timm model with ``features_only`` support
+``arch="yolov3"`` is the cell-detector paper's model, written in this project
+(:mod:`leuk_lightning.models.yolo`, Darknet-53 from timm). The torchvision alternatives:
+``fcos`` (one-stage, anchor-free), ``retinanet`` (one-stage, anchors) and ``faster_rcnn``
+(two-stage). Their backbone is any timm model with ``features_only`` support
 (``resnet18``, ``mobilenetv3_large_100``, the tiny ``test_resnet`` for tests); its stages
 ``out_indices`` feed a torchvision ``FeaturePyramidNetwork`` with ``fpn_channels`` channels.
 
@@ -38,7 +38,7 @@ from leuk_lightning.utils.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("fcos", "retinanet", "faster_rcnn")
+ARCHS = ("fcos", "retinanet", "faster_rcnn", "yolov3")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -183,6 +183,7 @@ def create_detector(
     score_thresh: float = 0.05,
     nms_thresh: float = 0.5,
     detections_per_img: int = 100,
+    box_sizes: Any = None,
     **arch_kwargs: Any,
 ) -> Detector:
     """Build a detector for ``num_classes`` object classes (background not counted).
@@ -191,7 +192,11 @@ def create_detector(
     ``image_size`` (what the datamodule feeds), or torchvision's 800/1333 without it.
     ``anchor_scale`` sets the anchor size per level to ``anchor_scale * stride`` (RetinaNet,
     Faster R-CNN; torchvision uses 4, smaller suits small cells). ``arch_kwargs`` go to the
-    torchvision class (e.g. ``center_sampling_radius``, ``topk_candidates``).
+    torchvision class (e.g. ``center_sampling_radius``, ``topk_candidates``), or to
+    :func:`leuk_lightning.models.yolo.create_yolov3` for ``arch=yolov3`` (``anchors``,
+    ``backbone_width``, ``neck_widths``, ``ignore_thresh``, ``darknet_weights``, ...).
+    ``box_sizes`` (the training boxes' sizes in fractions of their image, from the datamodule)
+    is used by YOLOv3's k-means anchors and ignored by the other architectures.
     """
     if arch not in ARCHS:
         raise ConfigError(f"model.arch={arch!r} is not known; use one of {list(ARCHS)}")
@@ -202,6 +207,24 @@ def create_detector(
             f"model.fpn_channels={fpn_channels} must be a multiple of 32 and at least 64 for "
             "FCOS (its head normalises with GroupNorm of 32 groups, which fails on the 1x1 top "
             "levels of small pictures with one channel per group)"
+        )
+    if arch == "yolov3":
+        return _create_yolov3(
+            num_classes,
+            backbone=backbone,
+            pretrained=pretrained and not weights_file,
+            pretrained_file=pretrained_file,
+            weights_file=weights_file,
+            trainable_layers=trainable_layers,
+            out_indices=out_indices,
+            image_size=image_size or min_size,
+            image_mean=image_mean,
+            image_std=image_std,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+            box_sizes=box_sizes,
+            **arch_kwargs,
         )
     body = create_backbone(
         backbone,
@@ -276,6 +299,29 @@ def create_detector(
         )
         offset = 1
     detector = Detector(model, num_classes, arch, offset)
+    if weights_file:
+        _load_detector_weights(detector, weights_file)
+    return detector
+
+
+def _create_yolov3(
+    num_classes: int,
+    weights_file: str | None,
+    trainable_layers: int | None,
+    darknet_weights: str | None = None,
+    **kwargs: Any,
+) -> Detector:
+    from leuk_lightning.models.yolo import create_yolov3, load_darknet_weights
+
+    yolo = create_yolov3(num_classes, **kwargs)
+    if darknet_weights and not weights_file:
+        load_darknet_weights(yolo, darknet_weights)
+    frozen = freeze_stages(yolo.body, trainable_layers)
+    if frozen:
+        log.info(
+            "Froze %d backbone parameter tensors (trainable_layers=%s)", frozen, trainable_layers
+        )
+    detector = Detector(yolo, num_classes, "yolov3", 0)
     if weights_file:
         _load_detector_weights(detector, weights_file)
     return detector

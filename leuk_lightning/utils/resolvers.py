@@ -35,6 +35,13 @@ def by_recipe(code: Any, text: Any, *, _root_: Any) -> Any:
     return text if recipe == "paper_text" else code
 
 
+def if_demo(demo: Any, normal: Any, *, _root_: Any) -> Any:
+    """``${leuk.demo:<demo value>,<normal value>}``: the first with ``debug=demo`` (which sets
+    ``demo_data: true``), else the second; lets an experiment pick a CPU-sized model for its
+    demo (e.g. the detectors' backbones) while its file keeps the paper's."""
+    return demo if _root_.get("demo_data", False) else normal
+
+
 def experiments_help() -> str:
     """One line per ``conf/experiment/*.yaml``: its name and the first line of its comment."""
     from leuk_lightning.utils.config import config_dir
@@ -67,6 +74,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("leuk.cwd", lambda: os.getcwd())
     if not OmegaConf.has_resolver("leuk.recipe"):
         OmegaConf.register_new_resolver("leuk.recipe", by_recipe)
+    if not OmegaConf.has_resolver("leuk.demo"):
+        OmegaConf.register_new_resolver("leuk.demo", if_demo)
     if not OmegaConf.has_resolver("leuk.experiments"):
         OmegaConf.register_new_resolver("leuk.experiments", experiments_help)
     if not OmegaConf.has_resolver("leuk.run_id"):

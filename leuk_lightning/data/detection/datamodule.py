@@ -217,9 +217,28 @@ class DetectionDataModule(LightningDataModule):
         return len(self.dataset.classes)
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Network factory arguments: classes, and the picture size the model is fed."""
+        """Network factory arguments: classes, the picture size the model is fed, and the
+        training boxes' (w, h) in fractions of their picture (YOLOv3 fits its anchors to them;
+        the other detectors ignore them)."""
         self.setup()
-        return {"num_classes": self.num_classes, "image_size": self.image_size}
+        return {
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+            "box_sizes": self.train_box_sizes(),
+        }
+
+    def train_box_sizes(self) -> list[list[float]]:
+        """(w, h) of every training box as fractions of its picture's width and height."""
+        self.setup()
+        sizes: list[list[float]] = []
+        for i in self.split_indices["train"].tolist():
+            boxes = self.dataset.boxes[i]
+            if not len(boxes):
+                continue
+            w, h = self.dataset.image_sizes[i]
+            wh = (boxes[:, 2:] - boxes[:, :2]) / torch.tensor([float(w), float(h)])
+            sizes.extend(wh.tolist())
+        return sizes
 
     def regime_kwargs(self) -> dict[str, Any]:
         """LightningModule arguments: class names (metrics and predictions name them)."""

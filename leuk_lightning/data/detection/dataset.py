@@ -53,8 +53,9 @@ CELLS_VOC_CLASSES = ("all", "hem")
 
 class CellsVocDataset(Dataset):
     """Images + LabelImg VOC boxes; attributes ``classes``, ``paths`` (images),
-    ``annotation_paths``, ``boxes`` / ``box_labels`` (per image) and ``labels`` (the dominant,
-    i.e. most frequent, class of each image; ties go to the lower index; -1 without boxes),
+    ``annotation_paths``, ``boxes`` / ``box_labels`` (per image), ``image_sizes`` (w, h) and
+    ``labels`` (the dominant, i.e. most frequent, class of each image; ties go to the lower index;
+    -1 without boxes),
     which the detection datamodule stratifies splits by."""
 
     def __init__(
@@ -85,6 +86,7 @@ class CellsVocDataset(Dataset):
         self.annotation_paths: list[str] = []
         self.boxes: list[torch.Tensor] = []
         self.box_labels: list[torch.Tensor] = []
+        self.image_sizes: list[tuple[int, int]] = []  # (width, height) as stored
         for name in names:
             xml_path = ann_dir / name
             ann = read_voc_xml(xml_path)
@@ -111,6 +113,7 @@ class CellsVocDataset(Dataset):
                     )
                 labels.append(index[obj.name.lower()])
             self.paths.append(str(image_path))
+            self.image_sizes.append((int(width), int(height)))
             self.annotation_paths.append(str(xml_path))
             self.boxes.append(
                 torch.tensor([o.box for o in ann.objects], dtype=torch.float32).reshape(-1, 4)
