@@ -42,12 +42,15 @@ def test_every_imported_package_is_declared():
     core = {_name(d) for d in PROJECT["dependencies"]}
     extras = {k: {_name(d) for d in v} for k, v in PROJECT["optional-dependencies"].items()}
     dists = md.packages_distributions()
-    optional = {"onnxruntime", "onnx", "onnxscript"}  # imported lazily by `export` only
+    # imported lazily by one tool only: module -> the extra that installs it
+    optional = {"onnxruntime": "export", "onnx": "export", "onnxscript": "export", "gradio": "app"}
     for module in sorted(_imports("leuk_lightning")):
         names = {d.lower().replace("_", "-") for d in dists.get(module, [])}
         assert names, f"{module} is imported but not installed"
         if module in optional:
-            assert names & extras["export"], f"{module}: not in the export extra"
+            extra = optional[module]
+            assert names & extras[extra], f"{module}: not in the {extra} extra"
+            assert not names & core, f"{module}: optional, but a core dependency"
         else:
             assert names & core, f"{module} ({names}) is imported but not a dependency"
     assert "pandas" not in core  # only the review notebook uses it
