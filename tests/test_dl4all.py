@@ -462,7 +462,9 @@ def test_all_dl4all_experiments_exist():
     }
     expected |= {"dl4all_self_resnet18", "dl4all_self_vit_b16"}
     expected |= {
-        f"sequential_{m}_l{level}_cnmc" for m in ("resnet18", "vit_b16") for level in (1, 2, 3)
+        f"sequential_{m}_l{level}_cnmc"
+        for m in ("resnet18", "vit_b16", "resnet18_scratch")
+        for level in (1, 2, 3)
     }
     assert set(NEW_EXPERIMENTS) == expected
 
