@@ -40,6 +40,7 @@ optimizer steps per iteration), steps LR schedulers at the end of each epoch, cl
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -50,6 +51,8 @@ from torch import Tensor
 from leuk_lightning.errors import ConfigError
 from leuk_lightning.regimes.multisource import MultiSourceModule
 from leuk_lightning.regimes.snapshot import StateSnapshot
+
+log = logging.getLogger(__name__)
 
 REFERENCES = ("best_so_far", "previous_iteration", "same_batch")
 ZERO_GRAD = ("none", "zeros")
@@ -261,6 +264,15 @@ class GreedyMultiSourceModule(MultiSourceModule):
             "train/accept_rate_per_epoch": [round(r, 6) for r in self.accept_rate_history],
             "train/accept_rate_overall": overall,
         }
+
+    def on_train_end(self) -> None:
+        summary = self.accept_rate_summary()
+        log.info(
+            "Greedy (%s): accept rate %.3f overall; per joint epoch: %s",
+            self.reference,
+            summary["train/accept_rate_overall"],
+            ", ".join(f"{r:.3f}" for r in summary["train/accept_rate_per_epoch"]) or "-",
+        )
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
