@@ -157,7 +157,8 @@ def test_multitask_net_heads_and_features():
 
 
 def test_crossdomain_datamodule(tmp_path, demo_data):
-    cfg = compose_config(["data=adp_cnmc", "debug=demo", "data.label_level=2"], tmp_path, demo_data)
+    overrides = ["data=adp_cnmc", "debug=demo", "data.label_level=2", "recipe=paper_text"]
+    cfg = compose_config(overrides, tmp_path, demo_data)
     dm = hydra.utils.instantiate(cfg.data, output_dir=str(tmp_path))
     assert dm.model_kwargs() == {"num_source_classes": 26, "num_target_classes": 2}
     kw = dm.regime_kwargs()
@@ -189,6 +190,12 @@ def test_self_supervised_source_labels_are_slides(tmp_path, demo_data):
     assert not kw["source_multilabel"]
     assert kw["num_source_classes"] == len(dm.source.dataset.slides) == 20
     net = hydra.utils.instantiate(cfg.model, name="test_resnet", **dm.model_kwargs())
+    module = hydra.utils.instantiate(cfg.regime, net=net, **kw)
+    # the code weights the WSI cross-entropy by N / max(n_i, 10) (1b computeClassWeights.py)
+    assert module.source_loss_weights is not None
+    cfg = compose_config(
+        ["+experiment=dl4all_self_resnet18", "debug=demo", "recipe=paper_text"], tmp_path, demo_data
+    )
     module = hydra.utils.instantiate(cfg.regime, net=net, **kw)
     assert module.source_loss_weights is None  # Eqn. 5: plain cross-entropy over the WSI index
 
@@ -462,7 +469,9 @@ def test_all_dl4all_experiments_exist():
     }
     expected |= {"dl4all_self_resnet18", "dl4all_self_vit_b16"}
     expected |= {
-        f"sequential_{m}_l{level}_cnmc" for m in ("resnet18", "vit_b16") for level in (1, 2, 3)
+        f"sequential_{m}_l{level}_cnmc"
+        for m in ("resnet18", "vit_b16", "resnet18_scratch")
+        for level in (1, 2, 3)
     }
     assert set(NEW_EXPERIMENTS) == expected
 

@@ -4,31 +4,43 @@ A source batch is used only if it helps the target. One iteration (manual optimi
 
 1. snapshot weights, batch-norm buffers and optimizer state (incl. momentum) into preallocated
    buffers (:class:`StateSnapshot`);
-2. source step: backward of ``w1 * L_source`` (source-head gradient scaled by Eqn. 4), one step;
+2. source step: backward of ``w1 * L_source``, one step. ``source_head_scaling`` multiplies the
+   source-head gradient by Eqn. 4's factor (the text's "regular update split in two"); the
+   authors' code does not (``1c_PyTorch_CNN_Greedy/functions/train_model_val.py``);
 3. batch-norm statistics pass and target forward: ``L_target`` after the source step;
-4. keep if ``L_target`` < reference, then step on ``w2 * L_target`` (target-head gradient
-   scaled by Eqn. 4): together the two steps are the regular update split in two;
-5. otherwise restore the snapshot exactly and step on ``L_target`` alone
-   (``L_global = L_target``), recomputed from the restored weights.
+4. keep if ``L_target`` < reference (strictly), then step on ``w2 * L_target`` (target-head
+   gradient scaled by Eqn. 4);
+5. otherwise restore the snapshot exactly, run the BN pass again (``rollback_bn_pass``, as the
+   code does), and step on ``L_target`` alone (``L_global = L_target``, unweighted, unscaled),
+   recomputed from the restored weights.
 
 The reference (``reference``):
 
-* ``best_so_far`` (default): the lowest target loss of the run so far, the target loss each
-  step was taken on; what the authors' public code does.
-* ``previous_iteration``: the target loss of the previous iteration (the paper's text).
+* ``best_so_far`` (code): the lowest *accepted* post-source-step target loss of the run
+  (``best_loss`` in the code: set on every keep, never on a rollback, never reset, also not
+  between epochs). Because it only ever decreases, the accept rate falls to almost zero after
+  a few dozen iterations and greedy then trains on the target alone (see the README).
+* ``previous_iteration``: the target loss of the previous iteration, the one its target step was
+  taken on (the paper's text: "reduced with respect to the previous iteration").
 * ``same_batch``: the same target batch's loss measured right before the source step (a
   cleaner, per-batch criterion; one extra forward whose BN-statistics update is undone).
+
+``zero_grad``: ``none`` (PyTorch 2's ``set_to_none``: a head that is not in a loss gets no update)
+or ``zeros`` (the authors' PyTorch zero-filled gradients: the idle head still moves by momentum
+and weight decay in every sub-step).
 
 The first iteration has no reference and keeps. Under DDP the target loss is averaged over the
 ranks before the comparison, so every rank takes the same decision and replicas stay identical.
 ``GreedyMultiSourceModule`` keeps an explicit iteration counter (``global_step`` counts two
 optimizer steps per iteration), steps LR schedulers at the end of each epoch, clips gradients with
 ``self.clip_gradients`` (``gradient_clip_val``) and logs the accept rate per epoch
-(``train/accept_rate``). Its counters and reference survive checkpoint/resume.
+(``train/accept_rate``; the list of all epochs goes to ``results.json`` as
+``train/accept_rate_per_epoch``). Its counters and reference survive checkpoint/resume.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -40,7 +52,10 @@ from leuk_lightning.errors import ConfigError
 from leuk_lightning.regimes.multisource import MultiSourceModule
 from leuk_lightning.regimes.snapshot import StateSnapshot
 
+log = logging.getLogger(__name__)
+
 REFERENCES = ("best_so_far", "previous_iteration", "same_batch")
+ZERO_GRAD = ("none", "zeros")
 
 
 class GreedyMultiSourceModule(MultiSourceModule):
@@ -49,6 +64,9 @@ class GreedyMultiSourceModule(MultiSourceModule):
     Args (on top of :class:`MultiSourceModule`):
         reference: ``best_so_far`` | ``previous_iteration`` | ``same_batch`` (see module doc).
         gradient_clip_val: clip each step's gradient norm to this value (None: no clipping).
+        source_head_scaling: scale the source-head gradient of the source step by Eqn. 4.
+        rollback_bn_pass: after a rollback, run the BN statistics pass again (code).
+        zero_grad: ``none`` | ``zeros`` (see module doc).
     """
 
     def __init__(
@@ -56,6 +74,9 @@ class GreedyMultiSourceModule(MultiSourceModule):
         *args: Any,
         reference: str = "best_so_far",
         gradient_clip_val: float | None = None,
+        source_head_scaling: bool = True,
+        rollback_bn_pass: bool = False,
+        zero_grad: str = "none",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -63,6 +84,17 @@ class GreedyMultiSourceModule(MultiSourceModule):
             raise ConfigError(
                 f"regime.reference={reference!r} is not known; use one of {REFERENCES}"
             )
+        if self.loss_weighter is not None:
+            raise ConfigError(
+                "regime.loss_weighting=uncertainty is for the regular/self-supervised regimes; "
+                "the greedy regime weights its two steps with w_source, w_target"
+            )
+        if zero_grad not in ZERO_GRAD:
+            raise ConfigError(f"regime.zero_grad={zero_grad!r} is not known; use {ZERO_GRAD}")
+        self.source_head_scaling = bool(source_head_scaling)
+        self.rollback_bn_pass = bool(rollback_bn_pass)
+        self.zero_grad_mode = zero_grad
+        self.accept_rate_history: list[float] = []
         self.save_hyperparameters(
             ignore=["net", "class_weights", "source_class_weights"], logger=False
         )
@@ -112,7 +144,7 @@ class GreedyMultiSourceModule(MultiSourceModule):
 
     def _optimizer_step(self, loss: Tensor, head_scale: dict[str, float] | None) -> None:
         opt = self.optimizers()
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=self.zero_grad_mode == "none")
         self.manual_backward(loss)
         if head_scale is not None:
             self.scale_head_grads(head_scale)
@@ -145,7 +177,8 @@ class GreedyMultiSourceModule(MultiSourceModule):
         scales = self.head_scales(n_s, n_t)
 
         loss_s = self.source_forward(src)
-        self._optimizer_step(self.w_source * loss_s, {"source": scales["source"]})
+        src_scale = {"source": scales["source"]} if self.source_head_scaling else None
+        self._optimizer_step(self.w_source * loss_s, src_scale)
         self.bn_statistics_pass(tgt)
         loss_t, logits = self.target_forward(tgt)
         measured = self._global(loss_t)
@@ -155,6 +188,8 @@ class GreedyMultiSourceModule(MultiSourceModule):
             used = measured
         else:
             snap.restore()
+            if self.rollback_bn_pass:
+                self.bn_statistics_pass(tgt)
             loss_t, logits = self.target_forward(tgt)
             self._optimizer_step(loss_t, None)
             used = self._global(loss_t)
@@ -162,7 +197,8 @@ class GreedyMultiSourceModule(MultiSourceModule):
         self._sync_buffers()
         state = self.greedy_state
         if self.reference == "best_so_far":
-            state["reference_loss"] = min(float(state["reference_loss"]), used)
+            if keep:  # the code's best_loss: only an accepted measurement replaces it
+                state["reference_loss"] = measured
         elif self.reference == "previous_iteration":
             state["reference_loss"] = used
         state["accepted"] += int(keep)
@@ -212,15 +248,44 @@ class GreedyMultiSourceModule(MultiSourceModule):
     def on_train_epoch_end(self) -> None:
         state = self.greedy_state
         if state["epoch_decisions"]:
-            self.log("train/accept_rate", state["epoch_accepted"] / state["epoch_decisions"])
+            rate = state["epoch_accepted"] / state["epoch_decisions"]
+            self.accept_rate_history.append(rate)
+            self.log("train/accept_rate", rate)
         self.log("train/iteration", float(state["iteration"]))
         state["epoch_accepted"] = 0
         state["epoch_decisions"] = 0
         super().on_train_epoch_end()
 
+    def accept_rate_summary(self) -> dict[str, Any]:
+        """Per-epoch accept rates of the joint epochs and the overall rate (results.json)."""
+        state = self.greedy_state
+        overall = state["accepted"] / state["decisions"] if state["decisions"] else float("nan")
+        return {
+            "train/accept_rate_per_epoch": [round(r, 6) for r in self.accept_rate_history],
+            "train/accept_rate_overall": overall,
+        }
+
+    def on_train_end(self) -> None:
+        summary = self.accept_rate_summary()
+        log.info(
+            "Greedy (%s): accept rate %.3f overall; per joint epoch: %s",
+            self.reference,
+            summary["train/accept_rate_overall"],
+            ", ".join(f"{r:.3f}" for r in summary["train/accept_rate_per_epoch"]) or "-",
+        )
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        self.test_results.update(self.accept_rate_summary())
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["greedy_state"] = dict(self.greedy_state)
+        checkpoint["accept_rate_history"] = list(self.accept_rate_history)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.greedy_state = {**self._fresh_state(), **checkpoint.get("greedy_state", {})}
+        saved = {**self._fresh_state(), **checkpoint.get("greedy_state", {})}
+        # testing the best checkpoint after fit must not rewind the counters of the whole run
+        if saved["iteration"] >= self.greedy_state["iteration"]:
+            self.greedy_state = saved
+            self.accept_rate_history = list(checkpoint.get("accept_rate_history", []))
         self.snapshot = None  # re-created (preallocated) at the next iteration

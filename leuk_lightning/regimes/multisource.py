@@ -16,9 +16,23 @@ One iteration (Sec. III-B1, steps 1-8) on a batch pair ``{"source", "target"}``:
 
 Warm-up (Sec. IV-B): the first ``warmup_source_epochs`` epochs train only the source head on
 ``L_source``, the next ``warmup_target_epochs`` only the target head on ``L_target``; the
-backbone runs in eval mode without gradient (its weights and batch-norm statistics stay put) and
-the other head gets no gradient, so SGD leaves both untouched. These epochs count towards
+backbone gets no gradient and the other head gets no gradient. ``warmup_backbone_mode``:
+``eval`` keeps the backbone's batch-norm statistics put; ``train`` (the authors' code,
+``functions/warmup.py``: ``model.train()`` with frozen parameters) lets them follow the warm-up
+batches. ``warmup_lr`` sets every group's learning rate during warm-up (the code's separate
+``SGD(lr=1e-3)``), and ``fresh_optimizer_after_warmup`` drops the momentum buffers when the
+joint phase starts (the code builds a new optimizer). These epochs count towards
 ``trainer.max_epochs`` and are logged as ``train/warmup = 1``.
+
+Batch-norm re-estimation (``bn_reestimate_batches``, the code's ``pretrainBN`` before every
+validation): that many C-NMC *training* batches (with their training augmentation) are forwarded
+in train mode without gradient before each validation, so the running statistics, which the
+kept checkpoint carries, describe the target domain rather than the ADP/C-NMC mixture of
+training. Networks without batch norm (ViT) skip it.
+
+``loss_weighting``: ``fixed`` (Eqn. 3 with w1, w2) or ``uncertainty``: the learned weighting the
+paper says it tried (Sec. IV-B, [50]); the code's ``AutomaticWeightedLoss``:
+``sum_i 0.5 / p_i^2 * L_i + log(1 + p_i^2)``, p initialised to 1, no weight decay.
 
 Validation and test see only the target domain through the target head; metrics, best-value
 tracking and the test confusion matrix are those of :class:`ClassifierModule`.
@@ -42,6 +56,24 @@ from leuk_lightning.regimes.optim import optimizers_config
 log = logging.getLogger(__name__)
 
 PHASES = ("warmup_source", "warmup_target", "joint")
+LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+
+
+class UncertaintyWeighting(nn.Module):
+    """Learned task weights (Liebel & Koerner 2018, [50]); the DL4ALL code's
+    ``functions/AutomaticWeightedLoss.py``: ``sum_i 0.5 / p_i^2 * L_i + log(1 + p_i^2)``."""
+
+    def __init__(self, num: int = 2) -> None:
+        super().__init__()
+        self.params = nn.Parameter(torch.ones(num))
+
+    def forward(self, *losses: Tensor) -> Tensor:
+        p2 = self.params**2
+        return sum(0.5 / p2[i] * loss + torch.log1p(p2[i]) for i, loss in enumerate(losses))
+
+
+def has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 class MultiSourceModule(ClassifierModule):
@@ -63,6 +95,11 @@ class MultiSourceModule(ClassifierModule):
         grad_normalization: apply Eqn. 4 to the head gradients.
         bn_pass: run the batch-norm statistics forward on the target batch (step 3).
         warmup_source_epochs, warmup_target_epochs: warm-up epochs per head.
+        warmup_backbone_mode: ``eval`` | ``train`` (BN statistics follow the warm-up batches).
+        warmup_lr: learning rate of every group during warm-up (None: the joint ones).
+        fresh_optimizer_after_warmup: clear the optimizer state when the joint phase starts.
+        bn_reestimate_batches: target training batches forwarded before each validation.
+        loss_weighting: ``fixed`` (w1, w2) | ``uncertainty`` (learned).
     """
 
     def __init__(
@@ -88,6 +125,11 @@ class MultiSourceModule(ClassifierModule):
         warmup_target_epochs: int = 1,
         monitor: str = "val/acc",
         monitor_mode: str = "max",
+        warmup_backbone_mode: str = "eval",
+        warmup_lr: float | None = None,
+        fresh_optimizer_after_warmup: bool = False,
+        bn_reestimate_batches: int = 0,
+        loss_weighting: str = "fixed",
     ) -> None:
         for attr in ("source_head", "target_head", "features"):
             if not hasattr(net, attr):
@@ -113,6 +155,21 @@ class MultiSourceModule(ClassifierModule):
         )
         if warmup_source_epochs < 0 or warmup_target_epochs < 0:
             raise ConfigError("regime.warmup_*_epochs must be >= 0")
+        if warmup_backbone_mode not in ("eval", "train"):
+            raise ConfigError(
+                f"regime.warmup_backbone_mode={warmup_backbone_mode!r} is not known; use eval|train"
+            )
+        if not isinstance(bn_reestimate_batches, int) or bn_reestimate_batches < 0:
+            raise ConfigError(
+                f"regime.bn_reestimate_batches={bn_reestimate_batches!r} must be an int >= 0"
+            )
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(
+                f"regime.loss_weighting={loss_weighting!r} is not known; use one of "
+                f"{LOSS_WEIGHTINGS}"
+            )
+        self.loss_weighter = UncertaintyWeighting(2) if loss_weighting == "uncertainty" else None
+        self._joint_lrs: list[float] | None = None
         self.num_source_classes = num_source_classes or net.source_head.out_features
         self.source_multilabel = source_multilabel
         self.source_class_names = list(source_class_names or [])
@@ -152,8 +209,60 @@ class MultiSourceModule(ClassifierModule):
             )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # warm-up: the frozen backbone runs in eval mode so its BN statistics stay put too
-        self.net.backbone.train(self.phase() == "joint")
+        # warm-up: the frozen backbone runs in eval mode (BN statistics stay put) unless the
+        # recipe says train (the code: BN statistics follow the warm-up batches)
+        warm_train = self.hparams.warmup_backbone_mode == "train"
+        self.net.backbone.train(self.phase() == "joint" or warm_train)
+
+    def n_warmup_epochs(self) -> int:
+        return int(self.hparams.warmup_source_epochs) + int(self.hparams.warmup_target_epochs)
+
+    def _apply_phase_optimizer(self) -> None:
+        """Warm-up learning rate; joint learning rates and a fresh optimizer at the switch."""
+        if self._trainer is None or self._joint_lrs is None:
+            return
+        opt = self.optimizers()
+        opt = getattr(opt, "optimizer", opt)
+        warmup_lr = self.hparams.warmup_lr
+        if self.phase() != "joint":
+            if warmup_lr is not None:
+                for group in opt.param_groups:
+                    group["lr"] = float(warmup_lr)
+            return
+        if self.current_epoch == self.n_warmup_epochs() and self.n_warmup_epochs() > 0:
+            if warmup_lr is not None:
+                for group, lr in zip(opt.param_groups, self._joint_lrs, strict=True):
+                    group["lr"] = lr
+            if self.hparams.fresh_optimizer_after_warmup:
+                opt.state.clear()
+
+    # ------------------------------------------------------ BN re-estimation
+    @torch.no_grad()
+    def reestimate_bn(self) -> int:
+        """Forward ``bn_reestimate_batches`` target training batches in train mode; returns
+        how many were forwarded (0 when disabled or the network has no batch norm)."""
+        n = int(self.hparams.bn_reestimate_batches)
+        if n <= 0 or not has_batch_norm(self.net):
+            return 0
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "bn_batches"):
+            raise ConfigError(
+                "regime.bn_reestimate_batches > 0 needs a datamodule with bn_batches() "
+                "(data: adp_cnmc); set regime.bn_reestimate_batches=0 otherwise"
+            )
+        was_training = self.net.training
+        self.net.train()
+        done = 0
+        for images in dm.bn_batches(n, self.device):
+            self.net.features(images)
+            done += 1
+        self.net.train(was_training)
+        return done
+
+    def on_validation_epoch_start(self) -> None:
+        if self._trainer is not None and self.trainer.sanity_checking:
+            return
+        self.reestimate_bn()
 
     # ------------------------------------------------------- forward and losses
     def forward(self, x: Tensor) -> Tensor:
@@ -199,6 +308,12 @@ class MultiSourceModule(ClassifierModule):
         else:
             logits = self.net(batch["image"], head="target")
         return self.target_loss(logits, batch["label"]), logits
+
+    def global_loss(self, loss_s: Tensor, loss_t: Tensor) -> Tensor:
+        """Eqn. 3 (fixed w1, w2) or the learned uncertainty weighting."""
+        if self.loss_weighter is not None:
+            return self.loss_weighter(loss_s, loss_t)
+        return self.w_source * loss_s + self.w_target * loss_t
 
     def head_scales(self, n_source: int, n_target: int) -> dict[str, float]:
         """Eqn. 4 factors: (|Bs|+|Bt|)/|Bs| for the source head, (|Bs|+|Bt|)/|Bt| for the target."""
@@ -249,7 +364,7 @@ class MultiSourceModule(ClassifierModule):
         loss_s = self.source_forward(src)
         self.bn_statistics_pass(tgt)
         loss_t, logits = self.target_forward(tgt)
-        loss = self.w_source * loss_s + self.w_target * loss_t
+        loss = self.global_loss(loss_s, loss_t)
         self._head_scale = self.head_scales(src["image"].shape[0], tgt["image"].shape[0])
         self._track_target(logits, tgt["label"])
         self._log_losses(
@@ -263,6 +378,7 @@ class MultiSourceModule(ClassifierModule):
             self.scale_head_grads(self._head_scale)
 
     def on_train_epoch_start(self) -> None:
+        self._apply_phase_optimizer()
         phase = self.phase()
         if phase != "joint":
             log.info("Epoch %d: warm-up, training the %s head only", self.current_epoch, phase[7:])
@@ -278,13 +394,20 @@ class MultiSourceModule(ClassifierModule):
     def param_groups(self) -> list[dict[str, Any]]:
         """Backbone at the optimizer's lr, each head at ``head_lr`` (Sec. IV-B)."""
         head_lr = float(self.hparams.head_lr)
-        return [
+        groups = [
             {"params": list(self.net.backbone.parameters()), "name": "backbone"},
             {"params": list(self.net.source_head.parameters()), "lr": head_lr, "name": "source"},
             {"params": list(self.net.target_head.parameters()), "lr": head_lr, "name": "target"},
         ]
+        if self.loss_weighter is not None:  # the code: backbone lr, no weight decay
+            groups.append(
+                {"params": [self.loss_weighter.params], "weight_decay": 0.0, "name": "loss_w"}
+            )
+        return groups
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return optimizers_config(
+        config = optimizers_config(
             self.hparams.optimizer, self.hparams.scheduler, self.param_groups()
         )
+        self._joint_lrs = [float(g["lr"]) for g in config["optimizer"].param_groups]
+        return config

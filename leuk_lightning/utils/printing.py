@@ -38,7 +38,7 @@ def print_results(metrics: dict[str, Any], title: str) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in sorted(metrics.items()):
-        if isinstance(value, float) and key.startswith("test/"):
+        if isinstance(value, float) and key.startswith(("test/", "train/accept_rate")):
             table.add_row(key, f"{value:.4f}")
     console = Console()
     console.print(table)
