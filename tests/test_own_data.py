@@ -487,3 +487,15 @@ def test_report_of_four_class_runs_has_macro_columns_and_per_class_sensitivity(t
     (row,) = csv.DictReader((tmp_path / "rep" / "report.csv").open())
     assert float(row["recall_macro_mean"]) == pytest.approx(50.0)
     assert float(row["sensitivity_benign_mean"]) == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("name", ["adp_image_folder", "adp_csv_manifest"])
+def test_own_target_dl4all_configs_stay_in_step_with_adp_cnmc(name):
+    """Apart from the target dataset, the own-data DL4ALL configs equal adp_cnmc.yaml."""
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "data"
+    base = OmegaConf.to_container(OmegaConf.load(conf / "adp_cnmc.yaml"))
+    own = OmegaConf.to_container(OmegaConf.load(conf / f"{name}.yaml"))
+    assert base.pop("target_dataset")["_target_"] != own.pop("target_dataset")["_target_"]
+    assert own == base
