@@ -129,7 +129,7 @@ def test_protocol_multirun_end_to_end(multirun, tmp_path):
         assert 0.0 <= metrics["test/ece"] <= 1.0
         for name in ("gradcam.png", "tsne.png", "reliability_diagram.png", "calibration.json"):
             assert (job / name).is_file(), name
-    stages = list((multirun.parents[2] / "stage_cache").glob("histocnn_adp-*/stage.json"))
+    stages = list((multirun.parents[2] / "stage_cache").glob("histocnn-*/stage.json"))
     assert len(stages) == 1  # one pre-training for both folds
     rep = R.build_report([multirun], tmp_path / "rep", n_boot=500)
     (row,) = rep["rows"]

@@ -198,7 +198,7 @@ def test_multirun_over_label_levels(tmp_path, demo_data):
     jobs = sorted((tmp_path / "logs" / "histotnet_resnet18_l2" / "multiruns").glob("*/*/"))
     results = [json.loads((j / "results.json").read_text()) for j in jobs if j.name.isdigit()]
     assert len(results) == 2
-    stages = list((tmp_path / "logs" / "stage_cache").glob("histocnn_adp-*/stage.json"))
+    stages = list((tmp_path / "logs" / "stage_cache").glob("histocnn-*/stage.json"))
     levels = sorted(json.loads(s.read_text())["fingerprint"]["data"]["label_level"] for s in stages)
     assert levels == [1, 2]
 

@@ -50,9 +50,9 @@ def test_two_stage_run_is_two_wandb_runs_in_one_group(tmp_path, demo_data):
     # the stage's files sit in the job's run dir, not in the stage cache
     assert all(run_dir in r.path.parents for r in runs)
     stage, main = by_type["pretrain"], by_type["train"]
-    assert stage.name == "pretrain histocnn_adp" and main.name.startswith("model=test_resnet")
+    assert stage.name == "pretrain histocnn" and main.name.startswith("model=test_resnet")
     # each run has its own config and its own metrics (the stage's ADP metrics stay apart)
-    assert stage.config["task_name"] == "histotnet_resnet18_l2_histocnn_adp"
+    assert stage.config["task_name"] == "histotnet_resnet18_l2_histocnn"
     assert "pretrain" not in stage.config and "test/acc" not in stage.history_keys
     assert main.config["task_name"] == "histotnet_resnet18_l2" and "test/acc" in main.history_keys
     assert main.config["choices"]["model"] == "test_resnet"

@@ -79,6 +79,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("leuk.experiments"):
         OmegaConf.register_new_resolver("leuk.experiments", experiments_help)
     if not OmegaConf.has_resolver("leuk.run_id"):
-        OmegaConf.register_new_resolver("leuk.run_id", run_id)
+        # cached in the config (like Hydra's ${now:}): a pickled config (submitit) keeps its value
+        OmegaConf.register_new_resolver("leuk.run_id", run_id, use_cache=True)
     if not OmegaConf.has_resolver("leuk.commands"):
         OmegaConf.register_new_resolver("leuk.commands", _commands_help)
