@@ -204,10 +204,11 @@ def test_browser_camera_streams_annotated_frames_into_the_table(server, pictures
             text = page.locator("#camera-table").inner_text()
             assert "camera" in text and "xmin" in text
             page.get_by_role("button", name="CSV of the camera's detections").click()
-            link = page.locator("a[download]").last
+            link = page.locator("#camera-csv a[download]").last
             link.wait_for(timeout=60_000)
             with page.expect_download() as info:
                 link.click()
+            assert info.value.suggested_filename.endswith(".csv")
             rows = _csv_rows(info.value.path())
             assert rows and all(r["source"] == "camera" for r in rows)
             assert len({r["frame"] for r in rows}) >= 2  # several streamed frames

@@ -236,7 +236,8 @@ def test_param_groups_follow_the_paper(tmp_path):
     assert cfg.regime.optimizer.lr == 2e-4 and cfg.regime.head_lr == 1e-3
     assert cfg.regime.optimizer.momentum == 0.9 and cfg.regime.optimizer.weight_decay == 5e-4
     assert cfg.regime.w_source == cfg.regime.w_target == 0.5
-    assert cfg.data.source_batch_size == cfg.data.target_batch_size == 8
+    # |Bs| by the code's rule (util/computeBatchSize.py), |Bt| = 8 in code and text
+    assert cfg.data.source_batch_size == "auto" and cfg.data.target_batch_size == 8
     assert cfg.trainer.max_epochs == 102
     module = make_module()
     opt = module.configure_optimizers()["optimizer"]
@@ -516,3 +517,14 @@ def test_demo_greedy_resnet18_l1_end_to_end(tmp_path, demo_data):
     metrics = (run_dir / "csv").rglob("metrics.csv")
     header = next(metrics).read_text().splitlines()[0]
     assert "train/accept_rate" in header and "train/warmup" in header
+
+
+def test_source_batch_size_auto_passes_validation_and_a_bad_value_does_not(tmp_path):
+    from leuk_lightning.utils.config import config_problems
+
+    cfg = compose_config(["+experiment=dl4all_regular_resnet18_l1"], tmp_path)
+    assert cfg.data.source_batch_size == "auto" and config_problems(cfg) == []
+    cfg.data.source_batch_size = "atuo"
+    assert config_problems(cfg) == [
+        "data.source_batch_size='atuo' (must be a positive integer or auto)"
+    ]

@@ -219,7 +219,7 @@ def build_detector_app(core: DetectorApp) -> Any:
                 elem_id="camera-table",
             )
             save_cam = gr.Button("CSV of the camera's detections")
-            csv_cam = gr.File(label="CSV")
+            csv_cam = gr.File(label="CSV", elem_id="camera-csv")
             cam.stream(
                 core.camera,
                 [cam, state, threshold],

@@ -127,6 +127,11 @@ def _rules() -> dict[str, tuple[Any, str]]:
     return {
         "batch_size": positive,  # data.batch_size, data.source_batch_size, ...
         "eval_batch_size": nullable_positive,
+        # DL4ALL |Bs|: a size, or `auto` = the authors' rule ceil(|Bt| * |source| / |target|)
+        "source_batch_size": (
+            lambda v: v == "auto" or _positive_int(v),
+            "a positive integer or auto",
+        ),
         "image_size": nullable_positive,
         "num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
         "max_epochs": (lambda v: _is_int(v) and (v >= 1 or v == -1), "a positive integer or -1"),
