@@ -53,3 +53,16 @@ def run_app(
         text=True,
         timeout=timeout,
     )
+
+
+#: a slim YOLOv3 (Darknet-53 at 1/8 width and depth) for fast detector and app tests
+TINY_YOLO = dict(
+    arch="yolov3",
+    backbone="darknet53",
+    out_indices=(3, 4, 5),
+    backbone_width=0.125,
+    backbone_depth=0.125,
+    neck_widths=(32, 16, 16),
+    image_mean=(0.0, 0.0, 0.0),
+    image_std=(1.0, 1.0, 1.0),
+)

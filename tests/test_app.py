@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import compose_config
+from helpers import TINY_YOLO, compose_config
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -38,18 +38,7 @@ def detector_ckpt(tmp_path_factory) -> Path:
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     torch.manual_seed(0)
-    net = create_detector(
-        2,
-        arch="yolov3",
-        backbone="darknet53",
-        out_indices=(3, 4, 5),
-        backbone_width=0.125,
-        backbone_depth=0.125,
-        neck_widths=(32, 16, 16),
-        image_size=128,
-        image_mean=(0.0, 0.0, 0.0),
-        image_std=(1.0, 1.0, 1.0),
-    )
+    net = create_detector(2, image_size=128, **TINY_YOLO)
     ckpt = run / "checkpoints" / "best.ckpt"
     ckpt.parent.mkdir()
     torch.save(

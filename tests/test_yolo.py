@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import compose_config
+from helpers import TINY_YOLO, compose_config
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -37,21 +37,10 @@ from leuk_lightning.models.yolo import (
 )
 from leuk_lightning.regimes.detector import DetectorModule
 
-TINY = dict(
-    arch="yolov3",
-    backbone="darknet53",
-    out_indices=(3, 4, 5),
-    backbone_width=0.125,
-    backbone_depth=0.125,
-    neck_widths=(32, 16, 16),
-    image_mean=(0.0, 0.0, 0.0),
-    image_std=(1.0, 1.0, 1.0),
-)
-
 
 def tiny_yolo(num_classes: int = 2, image_size: int = 128, **kw) -> YOLOv3:
     torch.manual_seed(0)
-    return create_detector(num_classes, image_size=image_size, **{**TINY, **kw}).model
+    return create_detector(num_classes, image_size=image_size, **{**TINY_YOLO, **kw}).model
 
 
 # ------------------------------------------------------------------------------------------
@@ -280,7 +269,7 @@ def test_all_point_ap_by_hand():
 
 
 def test_regime_logs_paper_ap_accuracy_and_validation_loss():
-    model = create_detector(2, image_size=128, **TINY)
+    model = create_detector(2, image_size=128, **TINY_YOLO)
     module = DetectorModule(model, optimizer=torch.optim.SGD, class_names=["all", "hem"])
     batch = {
         "image": [torch.zeros(3, 128, 128, dtype=torch.uint8)],
@@ -308,7 +297,7 @@ def _train_tiny_yolo(images, boxes, labels, steps: int, image_size: int = 128) -
         [(b[:, 2:] - b[:, :2]) / torch.tensor(img.shape[:0:-1]) for img, b in zip(images, boxes)]
     )
     torch.manual_seed(0)
-    net = create_detector(2, image_size=image_size, box_sizes=wh.tolist(), **TINY)
+    net = create_detector(2, image_size=image_size, box_sizes=wh.tolist(), **TINY_YOLO)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     targets = [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels)]
     tensors = [img.float() / 255 for img in images]
